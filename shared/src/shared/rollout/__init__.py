@@ -1,0 +1,18 @@
+"""Rollouts of flow-matching text-to-image models with per-step log-probs."""
+
+from shared.rollout.adapters import Conditioning, FluxAdapter, FlowModelAdapter, SD3Adapter, adapter_for
+from shared.rollout.sampler import SamplerConfig, Trajectory, micro_batches, recompute_log_probs, sample, step_log_prob
+
+__all__ = [
+    "Conditioning",
+    "FlowModelAdapter",
+    "FluxAdapter",
+    "SD3Adapter",
+    "SamplerConfig",
+    "Trajectory",
+    "adapter_for",
+    "micro_batches",
+    "recompute_log_probs",
+    "sample",
+    "step_log_prob",
+]

@@ -1,0 +1,48 @@
+"""Load a diffusers text-to-image pipeline from a local directory (no hub access).
+
+``load_pipeline(local_dir)`` reads ``model_index.json``, checks it before any weights are read, and
+passes ``None`` for components saved as null (the pixel-space shapes base has no VAE; SD3 without
+T5). Real weights (SD3.5, FLUX.1) work the same way from a downloaded snapshot directory.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from shared.errors import CheckpointError
+
+
+def load_pipeline(local_dir: str | Path, *, torch_dtype: torch.dtype | None = None, device: str | torch.device | None = None):
+    """Load a ``StableDiffusion3Pipeline`` / ``FluxPipeline`` (or any diffusers pipeline) saved in ``local_dir``."""
+    import diffusers
+
+    path = Path(local_dir)
+    index = path / "model_index.json"
+    if not path.is_dir():
+        raise CheckpointError(f"pipeline directory {path} does not exist; pass the folder written by save_pretrained (it holds model_index.json)")
+    if not index.is_file():
+        raise CheckpointError(f"{path} has no model_index.json; is it a diffusers pipeline folder (save_pretrained / a hub snapshot)?")
+    try:
+        spec = json.loads(index.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{index} is not valid JSON ({e}); the pipeline folder is corrupt") from e
+    cls_name = spec.get("_class_name")
+    cls = getattr(diffusers, str(cls_name), None)
+    if cls is None:
+        raise CheckpointError(f"{index}: unknown pipeline class {cls_name!r}")
+    none_components = {k: None for k, v in spec.items() if not k.startswith("_") and isinstance(v, list) and v[0] is None}
+    missing = [k for k, v in spec.items() if not k.startswith("_") and isinstance(v, list) and v[0] is not None and not (path / k).is_dir()]
+    if missing:
+        raise CheckpointError(f"{path}: component folder(s) {missing} listed in model_index.json are missing")
+    kwargs = {"torch_dtype": torch_dtype} if torch_dtype is not None else {}
+    try:
+        pipe = cls.from_pretrained(path, local_files_only=True, **none_components, **kwargs)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"could not load the pipeline in {path}: {e}") from e
+    pipe.set_progress_bar_config(disable=True)
+    if device is not None:
+        pipe.to(device)
+    return pipe
