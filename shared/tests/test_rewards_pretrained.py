@@ -1,7 +1,8 @@
 """Rewards from local pretrained weights: PickScore and CLIPScore on a tiny CLIP built offline; HPSv2 errors.
 
 No hub id anywhere: the CLIP model comes from a small CLIPConfig, the tokenizer is trained in the test
-(tokenizers BPE with <unk>), both saved with save_pretrained to tmp_path and loaded through our loaders.
+(`shared.tiny.tiny_tokenizer`: BPE with <unk>, </s> appended), both saved with save_pretrained to tmp_path and
+loaded through our loaders.
 """
 
 import sys
@@ -10,36 +11,16 @@ import pytest
 import torch
 
 from shared.rewards import ClipScoreReward, HPSv2Reward, PickScoreReward, build_reward, tensor_to_pil
+from shared.tiny import tiny_tokenizer
 
-SPECIALS = ["<unk>", "<pad>", "<s>", "</s>"]
-
-
-def _tokenizer():
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    corpus = ["a photo of a red square", "a photo of three circles", "a blue circle left of a triangle"] * 4
-    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=200, special_tokens=SPECIALS))
-    tok.post_processor = processors.TemplateProcessing(
-        single="<s> $A </s>", special_tokens=[("<s>", tok.token_to_id("<s>")), ("</s>", tok.token_to_id("</s>"))]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token="<s>",
-        eos_token="</s>",
-        unk_token="<unk>",
-        pad_token="<pad>",
-        model_max_length=16,
-    )
+CORPUS = ["a photo of a red square", "a photo of three circles", "a blue circle left of a triangle"]
 
 
 @pytest.fixture(scope="module")
 def clip_dir(tmp_path_factory):
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
-    tok = _tokenizer()
+    tok = tiny_tokenizer(CORPUS, vocab_size=200, model_max_length=16)
     text = dict(
         vocab_size=len(tok),
         hidden_size=32,

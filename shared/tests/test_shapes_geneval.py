@@ -12,7 +12,6 @@ from shared.shapes import (
     TAGS,
     eval_prompts,
     evaluate_folder,
-    image_grid,
     read_metadata,
     read_samples,
     render,
@@ -139,10 +138,9 @@ def test_summarize_averages_tags_then_tags():
         summarize([])
 
 
-def test_grids(tmp_path):
+def test_render_grid(tmp_path):  # plain image_grid: test_imaging.py
     recs = eval_prompts(per_tag=2)
-    g = image_grid([render(r, size=32, seed=0) for r in recs[:4]], pad=2)
-    assert g.size == (2 * 32 + 3 * 2, 2 * 32 + 3 * 2)
     fig = render_grid(recs, size=32, cols=2)
-    assert fig.mode == "RGB" and fig.size[0] > 2 * 32 * 3
+    assert fig.mode == "RGB" and fig.size[0] == 2 * 192 + 3 * 8  # 32 px upscaled 6× to ≈192, padding 8
+    assert fig.size[1] > 6 * (192 + 3 * 10) + 7 * 8  # 6 rows, each with a 3-line caption band (prompt, tag, verdict)
     assert len(TAGS) * 2 == len(recs)

@@ -31,9 +31,9 @@ import functools
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from PIL import Image
 from scipy import ndimage
 
+from shared.imaging import to_uint8_hwc  # re-exported: `from shared.shapes.detect import to_uint8_hwc` still works
 from shared.shapes.vocab import BACKGROUND, COLOR_NAMES, COLORS
 
 TOL = 70.0
@@ -72,37 +72,6 @@ class DetectedObject:
         d["centroid"] = [round(v, 2) for v in self.centroid]
         d["fill"], d["aspect"], d["match"] = round(self.fill, 3), round(self.aspect, 3), round(self.match, 3)
         return d
-
-
-def to_uint8_hwc(image) -> np.ndarray:
-    """PIL image, numpy HWC (uint8, or float in [0, 1]) or torch CHW float in [0, 1] → numpy HWC uint8 RGB."""
-    if isinstance(image, Image.Image):
-        if image.mode in ("RGBA", "LA", "P"):
-            image = image.convert("RGBA")
-            canvas = Image.new("RGBA", image.size, BACKGROUND + (255,))
-            image = Image.alpha_composite(canvas, image)
-        return np.asarray(image.convert("RGB"), dtype=np.uint8)
-    if type(image).__module__.startswith("torch"):
-        import torch
-
-        t = image.detach().to("cpu").float()
-        if t.ndim == 4 and t.shape[0] == 1:
-            t = t[0]
-        if t.ndim != 3 or t.shape[0] not in (1, 3):
-            raise ValueError(f"torch image must be CHW with 1 or 3 channels in [0, 1], got shape {tuple(t.shape)}")
-        t = t.expand(3, -1, -1) if t.shape[0] == 1 else t
-        return (t.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    arr = np.asarray(image)
-    if arr.ndim == 2:
-        arr = np.repeat(arr[:, :, None], 3, axis=2)
-    if arr.ndim != 3 or arr.shape[2] not in (3, 4):
-        raise ValueError(f"numpy image must be HWC with 3 (or 4) channels, got shape {arr.shape}")
-    arr = arr[:, :, :3]
-    if arr.dtype == np.uint8:
-        return arr
-    if np.issubdtype(arr.dtype, np.floating):
-        return (np.clip(arr, 0, 1) * 255).round().astype(np.uint8)
-    return np.clip(arr, 0, 255).astype(np.uint8)
 
 
 def segment(rgb: np.ndarray, *, tol: float = TOL, alpha_min: float = ALPHA_MIN) -> np.ndarray:

@@ -21,8 +21,7 @@ from pathlib import Path
 from PIL import Image
 
 from shared.errors import PromptFileError
-from shared.shapes.detect import to_uint8_hwc
-from shared.shapes.grid import image_grid
+from shared.imaging import save_image_grid, to_pil_images
 from shared.shapes.prompts import validate_record
 from shared.shapes.score import summarize
 from shared.shapes.verify import verify
@@ -93,11 +92,11 @@ def write_samples(
         sub = folder / f"{i:05d}"
         (sub / "samples").mkdir(parents=True, exist_ok=True)
         (sub / "metadata.jsonl").write_text(json.dumps(rec) + "\n")
-        pil = [Image.fromarray(to_uint8_hwc(im)) for im in images]
+        pil = to_pil_images(list(images))
         for j, im in enumerate(pil):
             im.save(sub / "samples" / f"{j:04d}.png")
         if grid:
-            image_grid(pil).save(sub / "grid.png")
+            save_image_grid(pil, sub / "grid.png")
     return folder
 
 
