@@ -23,6 +23,20 @@ import torch
 DEFAULT_MODEL = "assets/shapes_base"
 
 
+def resolve_model(path: str | Path) -> Path:
+    """``path`` as given, else (for the default) the copy in this checkout's ``assets/``; clear error if neither exists."""
+    p = Path(path)
+    if p.is_dir():
+        return p
+    in_checkout = Path(__file__).resolve().parents[3] / path
+    if not p.is_absolute() and in_checkout.is_dir():
+        return in_checkout
+    raise FileNotFoundError(
+        f"model folder {path} not found; pass --model with a pipeline folder (save_pretrained layout), "
+        "e.g. the committed assets/shapes_base of the repository, or rebuild it with tools/train_shapes_base.py"
+    )
+
+
 def generate_for_records(pipe, records: list[dict], *, images_per_prompt: int, num_steps: int, guidance_scale: float,
                          seed: int, batch_size: int = 64, progress: bool = True) -> list[torch.Tensor]:
     """Images (N, 3, H, W) in [0, 1] for each record, drawn with the deterministic ODE sampler."""
@@ -54,7 +68,7 @@ def evaluate_base(model: str | Path = DEFAULT_MODEL, *, per_tag: int = 16, image
     from shared.shapes.geneval import evaluate_folder, write_samples
     from shared.shapes.prompts import eval_prompts
 
-    pipe = load_pipeline(model, torch_dtype=torch.float32)
+    pipe = load_pipeline(resolve_model(model), torch_dtype=torch.float32)
     records = eval_prompts(per_tag=per_tag)
     images = generate_for_records(pipe, records, images_per_prompt=images_per_prompt, num_steps=num_steps,
                                   guidance_scale=guidance_scale, seed=seed, progress=progress)
@@ -78,13 +92,36 @@ def _verdict_grid(out: Path, records: list[dict], images: list[torch.Tensor]) ->
         verdicts.setdefault(r["prompt"], r["correct"])
     first = torch.stack([imgs[0] for imgs in images])
     caps = [("OK " if verdicts.get(r["prompt"]) else "NO ") + r["prompt"].removeprefix("a photo of ") for r in records]
-    save_image_grid(first, out / "overview.png", captions=caps, nrow=12)
+    save_image_grid(first, out / "overview.png", captions=caps, nrow=12, scale=3)
 
 
 def format_summary(summary: dict) -> str:
     rows = [f"{'category':<16} {'score':>6}"] + [f"{k:<16} {v:6.3f}" for k, v in summary["per_tag"].items()]
     rows.append(f"{'overall':<16} {summary['overall']:6.3f}")
     return "\n".join(rows)
+
+
+def write_report(summary: dict, out_dir: Path, prefix: Path, command: str) -> None:
+    """``<prefix>.md`` (table), ``<prefix>.json`` (summary) and ``<prefix>.png`` (the overview grid)."""
+    import shutil
+
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    prefix.with_suffix(".json").write_text(json.dumps(summary, indent=2))
+    shutil.copyfile(out_dir / "overview.png", prefix.with_suffix(".png"))
+    s = summary["settings"]
+    table = ["| category | score | correct / images |", "|---|---|---|"]
+    for tag, score in summary["per_tag"].items():
+        ok, n = summary["per_tag_counts"][tag]
+        table.append(f"| {tag} | {score:.3f} | {ok} / {n} |")
+    table.append(f"| **overall** (mean of categories) | **{summary['overall']:.3f}** | |")
+    prefix.with_suffix(".md").write_text(
+        "# Shapes-world base: GenEval-style score\n\n"
+        f"Command: `{command}`\n\n"
+        f"{s['per_tag']} prompts per category × {s['images_per_prompt']} images, {s['sampler']}, {s['num_steps']} steps, "
+        f"CFG {s['guidance_scale']}, seed {s['seed']}. Verdicts come from the exact pixel verifier in `shared.shapes`.\n\n"
+        + "\n".join(table)
+        + f"\n\nOne sample per prompt with its verdict: [{prefix.with_suffix('.png').name}]({prefix.with_suffix('.png').name})\n"
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -96,6 +133,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--steps", type=int, default=20, help="ODE sampling steps")
     p.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance scale (1 = off)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--report", default=None, help="also write <REPORT>.md/.json/.png (e.g. docs/results/shapes_base)")
     args = p.parse_args(argv)
     if args.per_tag < 1 or args.images_per_prompt < 1 or args.steps < 1:
         p.error("--per-tag, --images-per-prompt and --steps must be ≥ 1")
@@ -104,6 +142,11 @@ def main(argv: list[str] | None = None) -> dict:
     summary = evaluate_base(args.model, per_tag=args.per_tag, images_per_prompt=args.images_per_prompt, num_steps=args.steps,
                             guidance_scale=args.guidance, seed=args.seed, out_dir=args.out)
     print(format_summary(summary))
+    if args.report:
+        import sys
+
+        write_report(summary, Path(args.out), Path(args.report), "uv run python -m shared.demo " + " ".join(sys.argv[1:] if argv is None else argv))
+        print(f"report in {args.report}.md")
     print(f"samples, results.jsonl, summary.json and overview.png in {args.out} ({time.time() - t0:.0f} s)")
     return summary
 

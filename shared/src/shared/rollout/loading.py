@@ -37,12 +37,16 @@ def load_pipeline(local_dir: str | Path, *, torch_dtype: torch.dtype | None = No
     missing = [k for k, v in spec.items() if not k.startswith("_") and isinstance(v, list) and v[0] is not None and not (path / k).is_dir()]
     if missing:
         raise CheckpointError(f"{path}: component folder(s) {missing} listed in model_index.json are missing")
-    kwargs = {"torch_dtype": torch_dtype} if torch_dtype is not None else {}
     try:
-        pipe = cls.from_pretrained(path, local_files_only=True, **none_components, **kwargs)
+        pipe = cls.from_pretrained(path, local_files_only=True, **none_components)
     except (OSError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"could not load the pipeline in {path}: {e}") from e
     pipe.set_progress_bar_config(disable=True)
-    if device is not None:
-        pipe.to(device)
+    # Cast after loading: the dtype keyword is `torch_dtype` before diffusers 0.40 and `dtype` after.
+    # (Skipped when nothing changes: diffusers warns on every dtype cast of an SD3 transformer.)
+    modules = [m for m in pipe.components.values() if isinstance(m, torch.nn.Module)]
+    if torch_dtype is not None and all(p.dtype == torch_dtype for m in modules for p in m.parameters()):
+        torch_dtype = None
+    if torch_dtype is not None or device is not None:
+        pipe.to(device=device, dtype=torch_dtype)
     return pipe
