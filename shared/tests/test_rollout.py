@@ -157,3 +157,30 @@ def test_load_pipeline_errors(tmp_path):
     (bad / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusion3Pipeline", "transformer": ["diffusers", "SD3Transformer2DModel"]}))
     with pytest.raises(CheckpointError, match="missing"):
         load_pipeline(bad)
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.7])
+def test_hybrid_sampling_switches_model_at_switch_step(sd3, noise):
+    """Hybrid inference (chunk_grpo.md §7): k = T is the plain trained sample, k = 0 the base sample, exactly."""
+    import copy
+
+    base = copy.deepcopy(sd3)
+    with torch.no_grad():
+        for p in base.transformer.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    trained, reference = adapter_for(sd3), adapter_for(base)
+    cfg = SamplerConfig(num_steps=3, noise_level=noise, guidance_scale=2.0, height=32, width=32)
+
+    def run(adapter, **kw):
+        return sample(adapter, PROMPTS, cfg, generator=torch.Generator().manual_seed(4), decode=False, **kw).latents
+
+    plain, base_only = run(trained), run(reference)
+    assert not torch.equal(plain[:, -1], base_only[:, -1])
+    assert torch.equal(run(trained, second_adapter=reference, switch_step=3), plain)
+    assert torch.equal(run(trained, second_adapter=reference, switch_step=0), base_only)
+    mixed = run(trained, second_adapter=reference, switch_step=2)
+    assert torch.equal(mixed[:, :3], plain[:, :3]) and not torch.equal(mixed[:, 3], plain[:, 3])
+    with pytest.raises(ValueError, match="together"):
+        run(trained, switch_step=1)
+    with pytest.raises(ValueError, match="switch_step"):
+        run(trained, second_adapter=reference, switch_step=4)

@@ -273,3 +273,17 @@ def test_required_field_without_default():
     with pytest.raises(FieldError, match=r"'path' = None.*is required"):
         load_config(Needs, {})
     assert load_config(Needs, {"path": "x"}).path == "x"
+
+
+@dataclass
+class TunedRun(RunConfig):
+    """A subclass whose nested section has another default (as chunk_grpo's GCPOConfig does)."""
+
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(sampler="dance", clip_range=5e-5))
+
+
+def test_partial_section_override_keeps_the_fields_default_factory():
+    cfg = load_config(TunedRun, overrides=["optim.lr=1e-5"])
+    assert (cfg.optim.lr, cfg.optim.sampler, cfg.optim.clip_range) == (1e-5, "dance", 5e-5)
+    cfg = load_config(TunedRun, {"optim": {"clip_range": 0.2}})
+    assert (cfg.optim.lr, cfg.optim.sampler, cfg.optim.clip_range) == (3e-4, "dance", 0.2)

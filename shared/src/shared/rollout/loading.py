@@ -48,5 +48,12 @@ def load_pipeline(local_dir: str | Path, *, torch_dtype: torch.dtype | None = No
     if torch_dtype is not None and all(p.dtype == torch_dtype for m in modules for p in m.parameters()):
         torch_dtype = None
     if torch_dtype is not None or device is not None:
-        pipe.to(device=device, dtype=torch_dtype)
+        from diffusers.utils import logging as diffusers_logging
+
+        level = diffusers_logging.get_verbosity()
+        diffusers_logging.set_verbosity_error()  # the cast is deliberate; diffusers warns about it per model
+        try:
+            pipe.to(device=device, dtype=torch_dtype)
+        finally:
+            diffusers_logging.set_verbosity(level)
     return pipe

@@ -9,6 +9,10 @@ group ids (shared_core.md §1, anchors: flow_grpo ``pipeline_with_logprob``, Dan
 same micro-batch composition, the same dtype and the same CFG batching, the importance ratio
 exp(log p_new − log p_old) is exactly 1 (anchor debugging rule §9.1); ``sample`` and
 ``step_log_prob`` therefore share one micro-batch plan, ``micro_batches``.
+
+Hybrid inference (chunk_grpo.md §7, MixGRPO): ``sample(..., second_adapter=base, switch_step=k)`` runs steps
+0..k−1 with ``adapter`` (the trained model) and steps k..T−1 with ``second_adapter`` (the base model); prompts
+are encoded, noise drawn and images decoded by ``adapter``. k = T is the plain trained sample, k = 0 the base one.
 """
 
 from __future__ import annotations
@@ -102,6 +106,19 @@ class Trajectory:
         )
 
 
+def _models_per_step(
+    adapter: FlowModelAdapter, num_steps: int, second: FlowModelAdapter | None, switch_step: int | None
+) -> list[FlowModelAdapter]:
+    """The adapter of each step: ``adapter`` before ``switch_step``, ``second`` from it on."""
+    if (second is None) != (switch_step is None):
+        raise ValueError("pass second_adapter and switch_step together (hybrid sampling) or neither")
+    if switch_step is None:
+        return [adapter] * num_steps
+    if isinstance(switch_step, bool) or not isinstance(switch_step, int) or not 0 <= switch_step <= num_steps:
+        raise ValueError(f"switch_step must be an int in [0, num_steps={num_steps}], got {switch_step!r}")
+    return [adapter if t < switch_step else second for t in range(num_steps)]
+
+
 def micro_batches(batch_size: int, micro_batch_size: int | None) -> list[slice]:
     """The fixed chunking shared by sampling and recomputation."""
     mb = micro_batch_size or batch_size
@@ -123,17 +140,25 @@ def sample(
     decode: bool = True,
     metadata: list[dict] | None = None,
     progress: bool = False,
+    second_adapter: FlowModelAdapter | None = None,
+    switch_step: int | None = None,
 ) -> Trajectory:
-    """Draw ``group_size`` rollouts per prompt (group ids = prompt index)."""
+    """Draw ``group_size`` rollouts per prompt (group ids = prompt index).
+
+    ``second_adapter`` and ``switch_step`` k (given together, 0 ≤ k ≤ T): steps t ≥ k predict the velocity with
+    ``second_adapter`` instead of ``adapter`` (hybrid inference, see the module doc).
+    """
     if not prompts:
         raise ValueError("sample() needs at least one prompt")
     if group_size < 1:
         raise ValueError(f"group_size must be ≥ 1, got {group_size}")
+    models = _models_per_step(adapter, config.num_steps, second_adapter, switch_step)
     all_prompts = [p for p in prompts for _ in range(group_size)]
     group_ids = torch.arange(len(prompts)).repeat_interleave(group_size)
     meta = None if metadata is None else [m for m in metadata for _ in range(group_size)]
     b, h, w = len(all_prompts), config.height, config.width
-    adapter.prepare(h, w)
+    for model in {id(m): m for m in (adapter, *models)}.values():
+        model.prepare(h, w)
     sigmas = adapter.sigmas(config.num_steps, h, w)
     mask = config.sde_mask()
 
@@ -154,7 +179,7 @@ def sample(
         x = x0[sl].float()
         xs, lps = [x], []
         for t in range(config.num_steps):
-            v = adapter.velocity(x, sigmas[t], cond, guidance_scale=config.guidance_scale)
+            v = models[t].velocity(x, sigmas[t], cond, guidance_scale=config.guidance_scale)
             out = _step(config, v, x, sigmas[t], sigmas[t + 1], bool(mask[t]), generator=generator)
             x = out.prev_sample.float()
             xs.append(x)

@@ -171,6 +171,14 @@ def require_non_negative(cfg: Any, name: str) -> None:
         raise FieldError(name, value, "must be >= 0", "set {field} to 0 or a positive number, e.g. --set {field}=0")
 
 
+def require_int(cfg: Any, name: str, low: int) -> None:
+    """``cfg.<name>`` must be an int (not a bool) >= ``low``."""
+    value = _get(cfg, name)
+    if not (isinstance(value, int) and not isinstance(value, bool) and value >= low):
+        raise FieldError(name, value, f"must be an int >= {low}",
+                         f"set {{field}} to an int >= {low}, e.g. --set {{field}}={max(low, 1)}")
+
+
 def require_range(cfg: Any, name: str, low: float | None = None, high: float | None = None, *,
                   low_inclusive: bool = True, high_inclusive: bool = True) -> None:
     """``cfg.<name>`` must lie in the interval given by ``low``/``high`` (either may be None = unbounded)."""
@@ -470,6 +478,13 @@ def _from_dict(cls: type[C], data: Mapping[str, Any], prefix: str, source: str |
         path = f"{prefix}.{key}" if prefix else str(key)
         if key not in fields:
             raise _unknown_key(path, str(key), list(fields), cls, source)
+        field = fields[key]
+        if isinstance(value, Mapping) and field.default_factory is not _MISSING:
+            # A partial nested section (e.g. only train.lr set) completes from this field's own default, so a
+            # subclass's `train: TrainConfig = config_field(default_factory=lambda: TrainConfig(units=...))` holds.
+            default = field.default_factory()
+            if dataclasses.is_dataclass(default) and not isinstance(default, type):
+                value = _deep_merge(to_dict(default), value)
         kwargs[key] = _coerce(value, hints.get(key, Any), path, source)
     missing = [n for n, f in fields.items() if n not in kwargs and f.default is _MISSING
                and f.default_factory is _MISSING]

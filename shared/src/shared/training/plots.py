@@ -66,13 +66,14 @@ def plot_curves(metrics: str | Path | Sequence[Mapping[str, Any]], keys: Sequenc
                if isinstance(r.get(key), int | float) and math.isfinite(r[key])]
         x = np.array([p[0] for p in pts], dtype=float)
         y = np.array([p[1] for p in pts], dtype=float)
-        if smooth > 0 and len(y):
+        sparse = len(y) < 10  # e.g. an evaluation every n steps: drawn as points, never smoothed
+        if smooth > 0 and not sparse:
             ax.plot(x, y, color="C0", alpha=0.25, linewidth=1)
             y = _ema(y, smooth)
-        ax.plot(x, y, color="C0", linewidth=1.5, label=key)
+        ax.plot(x, y, color="C0", linewidth=1.5, label=key, marker="o" if sparse else None)
         if key in std_keys:
             sd = np.array([p[2] if isinstance(p[2], int | float) else np.nan for p in pts], dtype=float)
-            if smooth > 0 and len(sd):
+            if smooth > 0 and not sparse:
                 sd = _ema(np.nan_to_num(sd), smooth)
             ax.fill_between(x, y - sd, y + sd, color="C0", alpha=0.2, label=f"± {std_keys[key]}")
         ax.set_ylabel(key)

@@ -1,0 +1,3 @@
+from chunk_grpo.cli import main
+
+raise SystemExit(main())

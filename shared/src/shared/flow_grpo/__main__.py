@@ -1,0 +1,3 @@
+from shared.flow_grpo.cli import main
+
+main()

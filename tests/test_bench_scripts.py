@@ -1,0 +1,36 @@
+"""The benchmark scripts run end to end on CPU with tiny settings (their numbers are not asserted: ratios belong
+to the scripts' own tables), and the chunk-forward benchmark's built-in check holds: both forward modes log the
+same losses."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_chunk_forward_bench_modes_agree(tmp_path):
+    out = tmp_path / "cf"
+    _load("chunk_forward").main(["--iterations", "2", "--chunks", "1,2,3", "--prompts", "1", "--group-size", "2",
+                                 "--out", str(out)])
+    data = json.loads(out.with_suffix(".json").read_text())
+    assert data["same_losses"] is True and data["ratio"] > 0
+    assert len(data["batched"]["policy_loss"]) == 2
+
+
+def test_gpu_flow_bench_tiny_on_cpu(tmp_path):
+    out = tmp_path / "gf"
+    _load("gpu_flow").main(["--size", "tiny", "--device", "cpu", "--modes", "full", "--iterations", "1",
+                            "--num-steps", "3", "--prompts", "1", "--group-size", "2", "--out", str(out)])
+    row = json.loads(out.with_suffix(".json").read_text())["rows"][0]
+    assert row["images"] == 2 and row["images_per_s"] > 0 and row["flops_train_per_sample"] > row["flops_forward_per_sample"] > 0
+    assert "| full |" in out.with_suffix(".md").read_text()
