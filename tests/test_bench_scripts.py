@@ -34,3 +34,12 @@ def test_gpu_flow_bench_tiny_on_cpu(tmp_path):
     row = json.loads(out.with_suffix(".json").read_text())["rows"][0]
     assert row["images"] == 2 and row["images_per_s"] > 0 and row["flops_train_per_sample"] > row["flops_forward_per_sample"] > 0
     assert "| full |" in out.with_suffix(".md").read_text()
+
+
+def test_grad_snr_tool_runs_on_the_base(capsys):
+    spec = importlib.util.spec_from_file_location("grad_snr", ROOT / "tools" / "grad_snr.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(["--prompts", "1", "--group-size", "2", "--batches", "2", "--num-steps", "4", "--chunks", "1,2"])
+    out = capsys.readouterr().out
+    assert "gradient cosine between independent 2-sample batches" in out and "the transitions explain" in out
