@@ -90,6 +90,7 @@ def lr_at(step: int, cfg: BaseTrainConfig, total: int) -> float:
 
 def train(cfg: BaseTrainConfig) -> Path:
     from shared.demo import evaluate_base
+    from shared.training import EMA
 
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -99,7 +100,7 @@ def train(cfg: BaseTrainConfig) -> Path:
     params = [p for m in modules for p in m.parameters()]
     for m in modules:
         m.train()
-    ema = [p.detach().clone() for p in params]
+    ema = EMA(params, cfg.ema_decay, warmup=True)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-4, betas=(0.9, 0.99))
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -129,10 +130,7 @@ def train(cfg: BaseTrainConfig) -> Path:
         loss.backward()
         gn = torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        with torch.no_grad():
-            d = min(cfg.ema_decay, (1 + step) / (10 + step))
-            for e, p in zip(ema, params):
-                e.lerp_(p, 1 - d)
+        ema.update()
         if step % 50 == 0:
             rec = {"step": step, "loss": loss.item(), "grad_norm": gn.item(), "lr": opt.param_groups[0]["lr"], "minutes": (time.time() - t0) / 60}
             log.write(json.dumps(rec) + "\n")
@@ -140,9 +138,7 @@ def train(cfg: BaseTrainConfig) -> Path:
             print(json.dumps(rec), flush=True)
         step += 1
     minutes = (time.time() - t0) / 60
-    with torch.no_grad():
-        for e, p in zip(ema, params):
-            p.copy_(e)
+    ema.copy_to(params)
     for m in modules:
         m.eval()
     pipe.to(torch.float16)

@@ -15,6 +15,7 @@ Writes ``docs/results/bench_chunk_forward.{json,md}``.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import statistics
@@ -67,8 +68,6 @@ def main(argv: list[str] | None = None) -> None:
         base = tiny_sd3_pipeline(tiny)
         base.save_pretrained(model_dir)
         for batched in (True, False):
-            import copy
-
             records = run(model_dir, Path(tmp) / f"run_{batched}", args, batched, copy.deepcopy(base))
             per_traj = [(r["time_iteration_s"] - r["time_rollout_s"]) / (args.prompts * args.group_size)
                         for r in records[1:]]

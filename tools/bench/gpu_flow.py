@@ -67,13 +67,12 @@ def count_flops(adapter, traj, unit_steps: int, guidance: float, train: bool) ->
 
     from shared.rollout import SamplerConfig, step_log_prob
 
-    one = traj.select([0] * unit_steps)
-    steps = torch.zeros(unit_steps, dtype=torch.long)
+    rows = steps = torch.zeros(unit_steps, dtype=torch.long)  # sample 0's first transition, unit_steps times
     cfg = SamplerConfig(num_steps=traj.num_steps, noise_level=0.7, guidance_scale=guidance, height=traj.height,
                         width=traj.width)
     counter = FlopCounterMode(display=False)
     with counter, torch.set_grad_enabled(train):
-        out = step_log_prob(adapter, one, steps, cfg)
+        out = step_log_prob(adapter, traj, steps, cfg, rows=rows)
         if train:
             out.log_prob.sum().backward()
     adapter.transformer.zero_grad(set_to_none=True)

@@ -13,8 +13,8 @@ import argparse
 import json
 from collections.abc import Sequence
 
-from shared.errors import CheckpointError, ConfigError
-from shared.training import build_arg_parser, load_config, to_dict
+from shared.errors import CheckpointError
+from shared.training import build_arg_parser, config_from_args
 
 from chunk_grpo.config import GCPOConfig
 
@@ -74,12 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     top, train_p, l1 = _parsers()
     args = top.parse_args(argv)
     if args.command == "train":
-        try:
-            cfg = load_config(GCPOConfig, args.config, args.overrides, preset=args.preset)
-        except ConfigError as err:
-            train_p.error(str(err))
-        if args.print_config:
-            print(json.dumps(to_dict(cfg), indent=2))
+        cfg = config_from_args(GCPOConfig, args, train_p)
+        if cfg is None:  # --print-config
             return 0
         from chunk_grpo.train import train
 

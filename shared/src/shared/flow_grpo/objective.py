@@ -105,9 +105,9 @@ class Reference:
         self.calls = 0
 
     @torch.no_grad()
-    def step(self, traj: Trajectory, steps: Tensor, cfg: SamplerConfig) -> SDEStepOutput:
+    def step(self, traj: Trajectory, steps: Tensor, cfg: SamplerConfig, *, rows: Tensor | None = None) -> SDEStepOutput:
         self.calls += 1
-        return step_log_prob(self.model, traj, steps, cfg)
+        return step_log_prob(self.model, traj, steps, cfg, rows=rows)
 
 
 @dataclass
@@ -123,11 +123,10 @@ class SlotScores:
 def _score_pairs(adapter, traj: Trajectory, rows: Tensor, steps: Tensor, cfg: SamplerConfig,
                  reference: Reference | None, kl_convention: str) -> tuple[Tensor, Tensor | None]:
     """One forward over the (row, step) pairs: (N,) step log-probs and (N,) step KLs (None without reference)."""
-    pairs = traj.select(rows)
-    out = step_log_prob(adapter, pairs, steps, cfg)
+    out = step_log_prob(adapter, traj, steps, cfg, rows=rows)
     if reference is None:
         return out.log_prob, None
-    ref = reference.step(pairs, steps, cfg)
+    ref = reference.step(traj, steps, cfg, rows=rows)
     delta = (traj.sigmas[steps + 1] - traj.sigmas[steps]).to(out.mean.device)
     return out.log_prob, gaussian_mean_kl(out.mean, ref.mean, out.std, step_delta=delta, convention=kl_convention)
 

@@ -204,19 +204,22 @@ def sample(
     )
 
 
-def step_log_prob(adapter: FlowModelAdapter, traj: Trajectory, step: int | Tensor, config: SamplerConfig) -> SDEStepOutput:
+def step_log_prob(adapter: FlowModelAdapter, traj: Trajectory, step: int | Tensor, config: SamplerConfig, *,
+                  rows: Tensor | None = None) -> SDEStepOutput:
     """Re-score transition ``step`` (x_step → x_step+1) of every sample under the current weights.
 
     ``step`` is one int for the whole batch or a (B,) tensor of per-sample steps (DanceGRPO's
-    per-sample permutations). Runs in ``config.micro_batch_size`` chunks, matching ``sample``.
-    Gradients flow into the transformer; wrap in ``torch.no_grad()`` to get old/ref log-probs.
+    per-sample permutations). ``rows`` (N,) scores sample rows[k]'s step[k] instead, a row possibly more
+    than once (GCPO's batched chunk forward), without copying the trajectory. Runs in
+    ``config.micro_batch_size`` chunks, matching ``sample``. Gradients flow into the transformer; wrap in
+    ``torch.no_grad()`` to get old/ref log-probs.
     """
-    b = traj.batch_size
+    rows = torch.arange(traj.batch_size) if rows is None else rows.long().cpu()
+    b = len(rows)
     steps = torch.full((b,), int(step)) if not torch.is_tensor(step) or step.ndim == 0 else step.long().cpu()
     if (~traj.sde_mask[steps]).any():
         raise ValueError(f"step(s) {sorted(set(steps[~traj.sde_mask[steps]].tolist()))} were sampled deterministically; they have no log-prob to train")
     adapter.prepare(traj.height, traj.width)
-    rows = torch.arange(b)
     outs: list[SDEStepOutput] = []
     for sl in micro_batches(b, config.micro_batch_size):
         st = steps[sl]
@@ -225,7 +228,7 @@ def step_log_prob(adapter: FlowModelAdapter, traj: Trajectory, step: int | Tenso
         sigma_next = traj.sigmas[st[0] + 1] if uniform else traj.sigmas[st + 1]
         x = traj.latents[rows[sl], st].to(adapter.device)
         x_next = traj.latents[rows[sl], st + 1].to(adapter.device)
-        v = adapter.velocity(x, sigma, traj.cond.index(sl), guidance_scale=config.guidance_scale, detach_uncond=config.detach_uncond)
+        v = adapter.velocity(x, sigma, traj.cond.index(rows[sl]), guidance_scale=config.guidance_scale, detach_uncond=config.detach_uncond)
         outs.append(_step(config, v, x, sigma, sigma_next, True, prev_sample=x_next))
     if len(outs) == 1:
         return outs[0]

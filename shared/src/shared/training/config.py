@@ -738,11 +738,23 @@ def parse_config(cls: type[C], argv: Sequence[str] | None = None, *,
     """
     parser = build_arg_parser(cls, parser=parser)
     args = parser.parse_args(argv)
+    cfg = config_from_args(cls, args, parser)
+    if cfg is None:
+        sys.exit(0)
+    return cfg, args
+
+
+def config_from_args(cls: type[C], args: argparse.Namespace, parser: argparse.ArgumentParser) -> C | None:
+    """The validated config of a namespace parsed by a :func:`build_arg_parser` parser (or subcommand parser).
+
+    A ConfigError ends the program through ``parser.error`` (exit status 2, no traceback); with ``--print-config``
+    the config is printed and None returned, so the caller stops there.
+    """
     try:
         cfg = load_config(cls, args.config, args.overrides, preset=args.preset)
     except ConfigError as err:
         parser.error(str(err))
     if args.print_config:
         print(json.dumps(to_dict(cfg), indent=2))
-        sys.exit(0)
-    return cfg, args
+        return None
+    return cfg
