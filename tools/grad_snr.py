@@ -56,19 +56,28 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--chunks", default="2,2,3", help="chunk sizes over the first transitions")
     p.add_argument("--noise-level", type=float, default=0.7)
     p.add_argument("--guidance", type=float, default=4.0)
+    p.add_argument("--sde-steps", default="", help="stochastic transitions (e.g. 0,1); empty = all (ODE elsewhere)")
+    p.add_argument("--same-noise", action="store_true", help="one initial noise per group (DanceGRPO option)")
+    p.add_argument("--per-tensor", action="store_true", help="print the cosine of every weight tensor")
+    p.add_argument("--params", default="", help="comma-separated name parts: only these weights (empty = all)")
+    p.add_argument("--tags", default="single_object,colors,counting")
     args = p.parse_args(argv)
     pipe = load_pipeline(args.model, torch_dtype=torch.float32)
     adapter = adapter_for(pipe)
-    params = list(pipe.transformer.parameters())
-    for q in params:
-        q.requires_grad_(True)
+    keep = [k for k in args.params.split(",") if k]
+    named = [(n, q) for n, q in pipe.transformer.named_parameters() if not keep or any(k in n for k in keep)]
+    params = [q for _, q in named]
+    for n, q in pipe.transformer.named_parameters():
+        q.requires_grad_(any(q is x for x in params))
     reward = build_reward(args.reward, **({"partial_credit": True} if args.reward == "shapes" else {}))
-    pool = generate_prompts(400, seed=0, tags=["single_object", "colors", "counting"])
+    pool = generate_prompts(400, seed=0, tags=args.tags.split(","))
     sizes = [int(s) for s in args.chunks.split(",")]
     starts = [sum(sizes[:i]) for i in range(len(sizes))]
     units = [list(range(s, s + n)) for s, n in zip(starts, sizes, strict=True)]
     cfg = SamplerConfig(num_steps=args.num_steps, kind="flow_grpo", noise_level=args.noise_level,
-                        guidance_scale=args.guidance, height=32, width=32)
+                        guidance_scale=args.guidance, height=32, width=32,
+                        sde_steps=tuple(int(x) for x in args.sde_steps.split(",")) if args.sde_steps else None,
+                        same_noise_per_group=args.same_noise)
     grads = [batch_gradient(adapter, params, pool, reward, cfg, units, seed=s, prompts=args.prompts,
                             group_size=args.group_size) for s in range(args.batches)]
     cos = [torch.nn.functional.cosine_similarity(grads[i], grads[j], dim=0).item()
@@ -76,6 +85,17 @@ def main(argv: list[str] | None = None) -> None:
     n = args.prompts * args.group_size
     print(f"gradient cosine between independent {n}-sample batches: mean {sum(cos) / len(cos):+.3f}, "
           f"range [{min(cos):+.3f}, {max(cos):+.3f}] ({len(cos)} pairs, {sum(q.numel() for q in params):,} weights)")
+    if args.per_tensor:
+        names = [n for n, _ in named]
+        sizes_ = [q.numel() for q in params]
+        parts = [g.split(sizes_) for g in grads]
+        rows = []
+        for k, name in enumerate(names):
+            c = [torch.nn.functional.cosine_similarity(parts[i][k], parts[j][k], dim=0).item()
+                 for i in range(len(grads)) for j in range(i + 1, len(grads))]
+            rows.append((sum(c) / len(c), name, sizes_[k], sum(p_[k].norm().item() for p_ in parts) / len(parts)))
+        for c, name, n_, nrm in sorted(rows, reverse=True):
+            print(f"  {c:+.3f}  {nrm:9.3e}  {n_:8d}  {name}")
     shared_cfg = dataclasses.replace(cfg, same_noise_per_group=True)
     within, total = [], []
     for r in pool[:8]:

@@ -170,6 +170,9 @@ def test_unit_ratio_one_step_and_all_steps():
         ("model.mixed_precision=fp8", "model.mixed_precision"),
         ("run.eval_hybrid_steps=21", "run.eval_hybrid_steps"),  # > run.eval_steps = 20
         ("run.eval_hybrid_steps=-1", "run.eval_hybrid_steps"),
+        ("sample.sde_steps=0,4", "sample.sde_steps"),  # outside [0, num_steps = 4)
+        ("sample.sde_steps=1,2", "sample.sde_steps"),  # not a prefix 0 … m−1
+        ("run.eval_tags=single_object,nonsense", "run.eval_tags"),
     ],
 )
 def test_bad_config_names_the_field(fake_model, tmp_path, override, field):
@@ -227,3 +230,50 @@ def test_run_config_is_subclassable(fake_model):
     cfg = load_config(_SubConfig, overrides=[f"model.path={fake_model}", "train.units=custom", "chunk.sizes=1,3"])
     assert cfg.chunk.sizes == [1, 3] and to_dict(cfg)["chunk"] == {"sizes": [1, 3]}
     assert "  chunk.sizes" in build_arg_parser(_SubConfig).format_help()
+
+
+def test_sde_window_restricts_every_builtin_selector(fake_model):
+    """sample.sde_steps = 0 … m−1: units only ever name stochastic steps, and the config refuses more."""
+    base = [f"model.path={fake_model}", "sample.num_steps=8", "sample.sde_steps=0,1,2"]
+    gen = torch.Generator().manual_seed(0)
+    cfg = load_config(RunConfig, overrides=base + ["train.units=in_order", "train.fraction=0.375"])
+    assert resolve_selector(cfg, None)(8, 2, gen) == [[[0], [1], [2]]] * 2
+    with pytest.raises(FieldError) as info:  # ⌊8 · 0.5⌋ = 4 steps > 3 stochastic ones
+        load_config(RunConfig, overrides=base + ["train.units=in_order", "train.fraction=0.5"])
+    assert info.value.field == "train.fraction" and "only 3 are stochastic" in str(info.value)
+    cfg = load_config(RunConfig, overrides=base + ["train.units=random", "train.fraction=0.67"])
+    draws = [resolve_selector(cfg, None)(8, 1, gen)[0] for _ in range(200)]
+    seen = {u[0] for d in draws for u in d}
+    assert all(len(d) == 2 for d in draws) and seen == {0, 1, 2}  # ⌊3 · 0.67⌋ = 2 of the 3, never an ODE step
+    cfg = load_config(RunConfig, overrides=base + ["train.units=chunks", "train.chunk_sizes=1,2"])
+    assert resolve_selector(cfg, None)(8, 1, gen) == [[[0], [1, 2]]]
+    with pytest.raises(FieldError) as info:
+        load_config(RunConfig, overrides=base + ["train.units=chunks", "train.chunk_sizes=2,2"])
+    assert info.value.field == "train.chunk_sizes"
+    mask = torch.tensor([True] * 3 + [False] * 5)
+    with pytest.raises(ValueError, match="stochastic|sde"):  # the trainer's own check, should a selector err
+        check_units([[[3]]], batch=1, sde_mask=mask)
+
+
+def test_eval_tags_choose_the_evaluation_prompts(fake_model):
+    from shared.flow_grpo.evaluation import eval_records
+
+    cfg = load_config(RunConfig, overrides=[f"model.path={fake_model}", "prompts.tags=colors",
+                                            "run.eval_per_tag=3"])
+    assert {r["tag"] for r in eval_records(cfg, [])} == {"colors"}
+    cfg = load_config(RunConfig, overrides=[f"model.path={fake_model}", "prompts.tags=colors", "run.eval_per_tag=3",
+                                            "run.eval_tags=colors,counting,position"])
+    records = eval_records(cfg, [])
+    assert len(records) == 9 and {r["tag"] for r in records} == {"colors", "counting", "position"}
+
+
+def test_sde_window_reaches_the_sampler(fake_model):
+    from types import SimpleNamespace
+
+    from shared.flow_grpo.model import sampler_config
+
+    cfg = load_config(RunConfig, overrides=[f"model.path={fake_model}", "sample.num_steps=6", "sample.sde_steps=1,0",
+                                            "train.fraction=0.3"])
+    policy = SimpleNamespace(resolution=32)
+    assert sampler_config(cfg, policy, 4).sde_mask().tolist() == [True, True, False, False, False, False]
+    assert sampler_config(cfg, policy, 4, ode=True).sde_steps is None  # evaluation stays a plain ODE

@@ -169,3 +169,20 @@ def test_weighted_reward_sums_and_logs_components():
 def test_weighted_reward_config_errors(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         WeightedReward(**kwargs)
+
+
+def test_shapes_reward_graded_counts_credit_closer_counts():
+    """"three circles": 1, 2, 3 and 4 drawn circles. Plain partial credit gives 1 and 2 the same 0.5 (the exclude
+    "< 4" holds, the count fails); graded counts give (k/3 + 1)/2, and 4 circles fail the exclude: (1 + 0)/2."""
+    prompt = "a photo of three circles"
+    plain = build_reward("shapes", partial_credit=True)
+    graded = build_reward("shapes", partial_credit=True, graded_counts=True)
+    got_plain, got_graded = [], []
+    for word in ("a circle", "two circles", "three circles", "four circles"):
+        im = pil_to_tensor([render(f"a photo of {word}", size=64, seed=3)])
+        got_plain.append(plain(im, [prompt]).item())
+        got_graded.append(graded(im, [prompt]).item())
+    assert got_plain == [0.5, 0.5, 1.0, 0.5]
+    assert got_graded == pytest.approx([(1 / 3 + 1) / 2, (2 / 3 + 1) / 2, 1.0, 0.5])
+    with pytest.raises(ValueError, match="partial_credit"):
+        build_reward("shapes", graded_counts=True)

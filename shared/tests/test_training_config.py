@@ -287,3 +287,18 @@ def test_partial_section_override_keeps_the_fields_default_factory():
     assert (cfg.optim.lr, cfg.optim.sampler, cfg.optim.clip_range) == (1e-5, "dance", 5e-5)
     cfg = load_config(TunedRun, {"optim": {"clip_range": 0.2}})
     assert (cfg.optim.lr, cfg.optim.sampler, cfg.optim.clip_range) == (3e-4, "dance", 0.2)
+
+
+@dataclass
+class WithDict(Config):
+    kwargs: dict[str, dict] = config_field(default_factory=lambda: {"shapes": {"partial_credit": True}},
+                                           help="per-name arguments")
+    optim: OptimConfig = config_field(default_factory=OptimConfig, help="optimiser")
+
+
+def test_set_replaces_a_dict_field_but_merges_a_section():
+    """`--set kwargs={}` clears a preset's dict (a merge could never remove its keys); a section stays merged."""
+    assert load_config(WithDict, overrides=["kwargs={}"]).kwargs == {}
+    assert load_config(WithDict, overrides=['kwargs={"jpeg": {"quality": 80}}']).kwargs == {"jpeg": {"quality": 80}}
+    cfg = load_config(WithDict, overrides=["optim.lr=1e-5"])
+    assert cfg.optim.lr == 1e-5 and cfg.kwargs == {"shapes": {"partial_credit": True}}

@@ -46,8 +46,8 @@ def test_presets_are_registered():
 def test_every_preset_loads(preset, paths):
     cfg = _load(preset, paths)
     assert isinstance(cfg, GCPOConfig) and cfg.train.units == "custom"
-    n = cfg.sample.num_steps - cfg.chunk.drop_last
-    assert sum(cfg.chunk.sizes) == n  # all three use fixed chunks over the trained transitions
+    n = len(cfg.sample.sde_steps) or cfg.sample.num_steps - cfg.chunk.drop_last
+    assert sum(cfg.chunk.sizes) == n  # all three use fixed chunks over the trained (stochastic) transitions
 
 
 def test_flux_preset_is_table_8(paths):
@@ -68,8 +68,9 @@ def test_shapes_preset_extends_shared_shapes(paths):
     base, cfg = get_preset(RunConfig, "shapes"), get_preset(GCPOConfig, "shapes")
     assert (cfg.reward, cfg.prompts, cfg.model, cfg.lora) == (base.reward, base.prompts, base.model, base.lora)
     assert (cfg.sample.num_steps, cfg.sample.kind, cfg.sample.noise_level) == (8, "flow_grpo", 0.7)
-    assert (cfg.chunk.chunking, cfg.chunk.sizes, cfg.chunk.sampling, cfg.chunk.drop_last) == ("fixed", [2, 2, 3], "all",
-                                                                                               True)
+    assert cfg.sample.sde_steps == [0, 1, 2, 3]  # the high-noise window that learns on CPU
+    assert (cfg.chunk.chunking, cfg.chunk.sizes, cfg.chunk.sampling) == ("fixed", [2, 2], "all")
+    assert ChunkSelector(cfg.chunk, window=4)(8, 2) == [[[0, 1], [2, 3]]] * 2
     assert cfg.run.dir == "outputs/chunk_grpo_shapes"
     assert to_dict(cfg.train) == {**to_dict(base.train), "units": "custom"}
 
@@ -83,7 +84,9 @@ def test_sd35m_preset_keeps_flow_grpo_settings(paths):
 
 @pytest.mark.parametrize(("overrides", "field"), [
     (["train.units=in_order"], "train.units"),
-    (["chunk.sizes=2,3,4"], "chunk.sizes"),  # 9 ≠ the 8 steps of the shapes preset
+    (["chunk.sizes=2,3,4"], "chunk.sizes"),  # 9 ≠ the 4 stochastic steps of the shapes preset
+    (["chunk.sizes=2,2,2"], "chunk.sizes"),  # 6 ≠ 4
+    (["sample.sde_steps=1,2,3,4"], "sample.sde_steps"),  # GCPO chunks cover a prefix 0 … m−1
     (["chunk.chunking=temporal"], "chunk.chunking"),
     (["chunk.timestep_fraction=0.5"], "chunk.timestep_fraction"),  # sampling=all trains every chunk
     (["chunk.sampling=weighted", "chunk.timestep_fraction=0"], "chunk.timestep_fraction"),
@@ -93,9 +96,9 @@ def test_sd35m_preset_keeps_flow_grpo_settings(paths):
     (["chunk.adaptive_scope=prompt"], "chunk.adaptive_scope"),
     (["chunk.sampling=sometimes"], "chunk.sampling"),
     (["chunk.chunking=uniform", "chunk.size=9"], "chunk.size"),
-    (["chunk.chunking=adaptive", "chunk.max_chunk=9", "chunk.min_chunk=9"], "chunk.min_chunk"),  # > 8 steps
-    (["sample.num_steps=1", "chunk.sizes=1", "chunk.drop_last=true"], "chunk.drop_last"),
-    (["chunk.drop_last=false"], "chunk.sizes"),  # [2,2,3] sums to 7, but all 8 would be trained
+    (["chunk.chunking=adaptive", "chunk.max_chunk=9", "chunk.min_chunk=9"], "chunk.min_chunk"),  # > 4 steps
+    (["sample.num_steps=1", "sample.sde_steps=", "chunk.sizes=1", "chunk.drop_last=true"], "chunk.drop_last"),
+    (["sample.sde_steps=", "chunk.drop_last=false"], "chunk.sizes"),  # [2,2] sums to 4, but all 8 would be trained
 ])
 def test_validation_errors_name_the_field(overrides, field, paths):
     with pytest.raises(FieldError) as err:
@@ -146,7 +149,7 @@ def test_print_config_and_bad_config(paths, capsys):
     printed = json.loads(capsys.readouterr().out)
     assert printed["chunk"]["chunking"] == "adaptive" and printed["train"]["units"] == "custom"
     with pytest.raises(SystemExit) as exit_:
-        main(["train", "--preset", "shapes", "--set", f"model.path={model}", "--set", "chunk.sizes=2,2"])
+        main(["train", "--preset", "shapes", "--set", f"model.path={model}", "--set", "chunk.sizes=2,3"])
     assert exit_.value.code == 2 and "chunk.sizes" in capsys.readouterr().err
 
 
@@ -166,5 +169,6 @@ def test_train_hands_the_chunk_selector_to_the_shared_trainer(monkeypatch, paths
     assert train(cfg, pipeline="PIPE") == {"reward_mean": 0.5, "time_iteration_s": 1.0}
     got_cfg, pipe, selector = seen[-1]
     assert got_cfg is cfg and pipe == "PIPE" and isinstance(selector, ChunkSelector) and selector.config is cfg.chunk
+    assert selector.window == 4  # chunks cover the preset's 4 stochastic transitions
     assert main(["train", "--preset", "shapes", "--set", f"model.path={paths[0]}"]) == 0
-    assert seen[-1][0].chunk.sizes == [2, 2, 3] and '"reward_mean": 0.5' in capsys.readouterr().out
+    assert seen[-1][0].chunk.sizes == [2, 2] and '"reward_mean": 0.5' in capsys.readouterr().out

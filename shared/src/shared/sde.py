@@ -4,24 +4,35 @@ Flow matching: x_σ = (1 − σ)·x0 + σ·x1, the network predicts v ≈ x1 −
 σ → σ′ has **Δ = σ′ − σ < 0**; noise scales use √(−Δ). Predicted endpoints x̂0 = x − σ·v, x̂1 = x + (1 − σ)·v.
 Every kind draws x′ = μ + s·ε, ε ~ N(0, I), or, given a stored `prev_sample`, scores it instead of drawing.
 
-| kind        | s (multiplies ε)            | μ                                                          |
-|-------------|-----------------------------|------------------------------------------------------------|
-| `flow_grpo` | g·√(−Δ), g = a·√(σ/(1−σ̃))  | x·(1 + g²Δ/(2σ)) + v·(1 + g²(1−σ)/(2σ))·Δ                 |
-| `dance`     | η·√(−Δ)  (g ≡ η)            | x + Δ·v + Δ·(η²/(2σ))·(x + (1−σ)·v)                        |
-| `cps`       | σ′·sin(a·π/2)               | (1−σ′)·x̂0 + √(σ′² − s²)·x̂1                                |
-| `ddim`      | η·√((1−ᾱ′)/(1−ᾱ))·√(1−ᾱ/ᾱ′) | √ᾱ′·x̂0 + √(1−ᾱ′−s²)·ε̂  (ε-prediction; `ddim_step`)        |
+| kind        | s (multiplies ε)                     | μ                                                 |
+|-------------|--------------------------------------|---------------------------------------------------|
+| `flow_grpo` | g·√(−Δ), g = a·√(σ/(1−σ̃))           | x·(1 + g²Δ/(2σ)) + v·(1 + g²(1−σ)/(2σ))·Δ        |
+| `dance`     | η·√(−Δ)  (g ≡ η)                     | x + Δ·v + Δ·(η²/(2σ))·(x + (1−σ)·v)               |
+| `cps`       | σ′·sin(a·π/2)                        | (1−σ′)·x̂0 + √(σ′² − s²)·x̂1                       |
+| `ddim`      | η·σ′·√(1 − q²), q = σ′(1−σ)/(σ(1−σ′)) | (1−σ′)·x̂0 + √(σ′² − s²)·x̂1                       |
 
 Sources: Flow-GRPO `flow_grpo/diffusers_patch/sd3_sde_with_logprob.py` (`flow_grpo`, `cps`), DanceGRPO
 `fastvideo/train_grpo_flux.py::flux_step` with `sde_solver=True` (`dance`), ddpo-pytorch
-`ddpo_pytorch/diffusers_patch/ddim_with_logprob.py` (`ddim`).
+`ddpo_pytorch/diffusers_patch/ddim_with_logprob.py` (`ddim`, and `ddim_step` below).
+
+DDIM in flow coordinates (the `ddim` kind; Song et al. 2021, "Denoising Diffusion Implicit Models", Eq. 12 with
+σ_t(η) of Eq. 16). A variance-preserving (VP) model has states y_t = √ᾱ_t·x0 + √(1−ᾱ_t)·ε. With
+c = √ᾱ + √(1−ᾱ) (`vp_scale`), x = y/c and σ = √(1−ᾱ)/c (`sigma_from_alpha_bar`) give x = (1−σ)·x0 + σ·ε, a
+flow-matching state; conversely ᾱ = (1−σ)²/((1−σ)² + σ²) (`alpha_bar_from_sigma`) and c = 1/√((1−σ)² + σ²).
+An ε-prediction ε̂ is the velocity v = ε̂ − x̂0 = (ε̂ − x)/(1−σ), so x̂0 = x − σ·v and x̂1 = x + (1−σ)·v = ε̂.
+DDIM's y′ = √ᾱ′·x̂0 + √(1−ᾱ′−s_y²)·ε̂ + s_y·ε, s_y = η·√((1−ᾱ′)/(1−ᾱ))·√(1−ᾱ/ᾱ′) (`ddim_step`), divided by
+c′ is exactly the `ddim` row: √ᾱ′/c′ = 1−σ′, √(1−ᾱ′)/c′ = σ′, and with r = σ/(1−σ) (so ᾱ = 1/(1+r²)),
+s_y/c′ = η·σ′·√(1 − r′²/r²) = s. η = 0 is the Euler step x + Δ·v (DDIM is the flow ODE's Euler method in these
+coordinates); η = 1 is DDPM's posterior variance. The map is affine per step, so the flow log-prob is the VP one
+plus log c′ (per-element mean): log-ratios, and the Gaussian-mean KL, are identical to DDPO's. η ∈ [0, 1].
 
 Log-prob: the per-element Gaussian log-density **averaged** over the non-batch dims, one value per sample,
 log p = mean_d[−(x′_d − μ_d)²/(2s²) − log s − ½·log 2π]; on-policy E[log p] = −½ − log s − ½·log 2π.
 All math runs in float32 whatever the input dtype (Flow-GRPO notes bf16 overflow in μ). The drawn `prev_sample`
 is cast back to `sample.dtype` and the log-prob is computed on that cast value, so re-scoring the stored sample
 reproduces the number bit for bit. Gradients reach the log-prob through μ only (x′ is detached; s has no
-learnable part). A step with s = 0 (noise_level 0, or `cps` onto σ′ = 0, or DDIM η = 0) is a deterministic step
-whose log-prob is undefined: it returns NaN there — never train such a step.
+learnable part). A step with s = 0 (noise_level 0, or `cps` / `ddim` onto σ′ = 0, or DDIM η = 0) is a deterministic
+step whose log-prob is undefined: it returns NaN there — never train such a step.
 """
 
 from __future__ import annotations
@@ -36,13 +47,16 @@ __all__ = [
     "CPS_LOGPROBS",
     "SDE_KINDS",
     "SDEStepOutput",
+    "alpha_bar_from_sigma",
     "ddim_alphas",
     "ddim_step",
     "gaussian_log_prob",
     "sde_step",
+    "sigma_from_alpha_bar",
+    "vp_scale",
 ]
 
-SDE_KINDS = ("flow_grpo", "dance", "cps")
+SDE_KINDS = ("flow_grpo", "dance", "cps", "ddim")
 CPS_LOGPROBS = ("gaussian", "flow_grpo")
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -92,6 +106,27 @@ def _check_tensors(model_output: Tensor, sample: Tensor, prev_sample: Tensor | N
         raise ValueError(f"noise shape {tuple(noise.shape)} != sample shape {tuple(sample.shape)}")
     if prev_sample is not None and noise is not None:
         raise ValueError("pass either prev_sample (score a stored step) or noise (draw one), not both")
+
+
+def sigma_from_alpha_bar(alpha_bar: float | Tensor) -> float | Tensor:
+    """Flow σ of a VP noise level ᾱ: σ = √(1−ᾱ)/(√ᾱ + √(1−ᾱ)) ∈ [0, 1] (module doc, "DDIM in flow coordinates")."""
+    if torch.is_tensor(alpha_bar):
+        a, b = torch.sqrt(alpha_bar), torch.sqrt(1 - alpha_bar)
+    else:
+        a, b = math.sqrt(alpha_bar), math.sqrt(1 - alpha_bar)
+    return b / (a + b)
+
+
+def alpha_bar_from_sigma(sigma: float | Tensor) -> float | Tensor:
+    """VP ᾱ of a flow σ, the inverse of `sigma_from_alpha_bar`: ᾱ = (1−σ)²/((1−σ)² + σ²)."""
+    return (1 - sigma) ** 2 / ((1 - sigma) ** 2 + sigma**2)
+
+
+def vp_scale(sigma: float | Tensor) -> float | Tensor:
+    """c = √ᾱ + √(1−ᾱ) = 1/√((1−σ)² + σ²): the VP state is y = c·x for the flow state x at σ (c = 1 at σ ∈ {0, 1})."""
+    if torch.is_tensor(sigma):
+        return torch.rsqrt((1 - sigma) ** 2 + sigma**2)
+    return 1 / math.sqrt((1 - sigma) ** 2 + sigma**2)
 
 
 def gaussian_log_prob(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:
@@ -151,6 +186,11 @@ def sde_step(
         `step_std == std·√(−Δ)` holds for every kind (Flow-GRPO's CPS code returns s itself as its std).
         cps_logprob="gaussian": the Gaussian log-density above; "flow_grpo": Flow-GRPO's constant-free CPS score
         −mean_d (x′_d − μ_d)² (no 1/(2s²), no log s), which its 1e-5 clip range is calibrated to.
+    kind="ddim": DDIM with η = `noise_level` ∈ [0, 1] (Song et al. 2021 Eq. 12) for an ε-prediction model run in
+        flow coordinates (module doc; `shared.rollout.adapters.SD1Adapter`): the same form as `cps` with
+        s = η·σ′·√(1 − q²), q = σ′(1−σ)/(σ(1−σ′)); ×c′ = `vp_scale(σ′)` it is `ddim_step`'s step in the VP
+        variables, same noise ε, and its log-prob is `ddim_step`'s + log c′. `std` is g = s/√(−Δ), as for `cps`.
+        It is defined for any flow model, but is DDIM only for a VP model's flow reparametrisation.
 
     Marginals (tested on the analytic Gaussian flow of card §2): `flow_grpo` and `dance` discretise SDEs that
     preserve the flow's marginals for any a, η > 0 and converge to them as the grid refines (Euler–Maruyama needs
@@ -165,7 +205,8 @@ def sde_step(
         model_output: velocity v (guided, if CFG is used), shaped like `sample`.
         sample: x at σ, shape (B, …) with at least one non-batch dim.
         sigma, sigma_next: σ and σ′ as floats, 0-d tensors or per-sample (B,) tensors, 0 ≤ σ′ < σ ≤ 1.
-        noise_level: a (flow_grpo, cps) or η (dance), ≥ 0. 0 gives the Euler step x + Δ·v and a NaN log-prob.
+        noise_level: a (flow_grpo, cps) or η (dance; ddim, where η ≤ 1), ≥ 0. 0 gives the Euler step x + Δ·v and a
+            NaN log-prob.
         prev_sample: score this stored x′ instead of drawing.
         generator / noise: randomness for the draw; `noise` is ε itself (deterministic tests).
     """
@@ -175,6 +216,8 @@ def sde_step(
         raise ValueError(f"cps_logprob must be one of {CPS_LOGPROBS}, got {cps_logprob!r}")
     if not (isinstance(noise_level, (int, float)) and math.isfinite(noise_level) and noise_level >= 0):
         raise ValueError(f"noise_level must be a finite number >= 0, got {noise_level!r}")
+    if kind == "ddim" and noise_level > 1:
+        raise ValueError(f"noise_level is DDIM's eta for kind='ddim' and must lie in [0, 1], got {noise_level!r}")
     _check_tensors(model_output, sample, prev_sample, noise)
 
     x, v = sample.float(), model_output.float()
@@ -194,12 +237,18 @@ def sde_step(
         g = torch.full_like(sig, float(noise_level))
         step_std = g * sqrt_neg_delta
         mean = x + delta * v + delta * (g**2 / (2 * sig)) * (x + (1 - sig) * v)
-    else:  # cps
-        step_std = sig_next * math.sin(noise_level * math.pi / 2)
+    else:  # cps and ddim: μ = (1−σ′)·x̂0 + √(σ′² − s²)·x̂1, x′ = μ + s·ε
+        if kind == "cps":
+            step_std = sig_next * math.sin(noise_level * math.pi / 2)
+            direction = torch.sqrt(torch.clamp(sig_next**2 - step_std**2, min=0))
+        else:  # ddim; q = r′/r with r = σ/(1−σ) lies in [0, 1) because σ′ < σ
+            q = sig_next * (1 - sig) / (sig * (1 - sig_next))
+            step_std = noise_level * sig_next * torch.sqrt(1 - q**2)
+            direction = sig_next * torch.sqrt(1 - noise_level**2 * (1 - q**2))  # = √(σ′² − s²), no cancellation
         g = step_std / sqrt_neg_delta
         x0_hat = x - sig * v
         x1_hat = x + (1 - sig) * v
-        mean = (1 - sig_next) * x0_hat + torch.sqrt(torch.clamp(sig_next**2 - step_std**2, min=0)) * x1_hat
+        mean = (1 - sig_next) * x0_hat + direction * x1_hat
 
     prev = _draw_or_score(mean, step_std, sample, prev_sample, generator, noise)
     x_prev = prev.detach().float()

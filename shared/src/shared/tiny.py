@@ -11,6 +11,8 @@ Every component is constructed from a small config; the tokenizer is trained on 
 - Flux uses CLIP's pooled output (hidden = ``pooled_projection_dim``), T5 ``d_model`` =
   ``joint_attention_dim`` and ``in_channels`` = 4 × VAE latent channels (2×2 packing);
   ``axes_dims_rope`` sums to the head dim.
+- SD 1.x: the UNet cross-attends to CLIP's last hidden state (``cross_attention_dim`` = CLIP width), its
+  ``in_channels`` are the VAE latent channels (4), and the scheduler is SD 1.x's DDIM configuration.
 """
 
 from __future__ import annotations
@@ -111,7 +113,7 @@ def tiny_vae(
     latent_channels: int = 16,
     sample_size: int = 32,
     scaling_factor: float = 1.5305,
-    shift_factor: float = 0.0609,
+    shift_factor: float | None = 0.0609,
     seed: int = 0,
 ):
     """A small ``AutoencoderKL``; spatial factor 2**(len(block_out_channels) - 1)."""
@@ -257,4 +259,74 @@ def tiny_flux_pipeline(config: TinyFluxConfig | None = None, *, seed: int = 0):
         tokenizer=tokenizer,
         text_encoder_2=te2,
         tokenizer_2=tokenizer,
+    )
+
+
+#: SD 1.x's noise schedule as a ``DDIMScheduler`` config (the v1-4 / v1-5 scheduler_config.json values; DDPO
+#: builds its DDIM sampler with ``DDIMScheduler.from_config`` of it).
+SD1_SCHEDULER_CONFIG: dict = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "clip_sample": False,
+    "set_alpha_to_one": False,
+    "steps_offset": 1,
+    "prediction_type": "epsilon",
+    "timestep_spacing": "leading",
+}
+
+
+@dataclass
+class TinySD1Config:
+    """Sizes of a tiny ``StableDiffusionPipeline`` (SD 1.x layout: UNet with cross-attention, 4-channel VAE)."""
+
+    image_size: int = 32
+    vae_channels: tuple[int, ...] = (32, 64)
+    latent_channels: int = 4
+    unet_channels: tuple[int, ...] = (32, 64)
+    norm_num_groups: int = 8
+    attention_heads: int = 2  # UNet2DConditionModel's `attention_head_dim` is a head count (SD 1.x: 8)
+    clip_hidden: int = 32
+    max_length: int = 16
+    corpus: tuple[str, ...] = field(default_factory=lambda: DEFAULT_CORPUS)
+
+
+def tiny_sd1_pipeline(config: TinySD1Config | None = None, *, seed: int = 0):
+    """Build a randomly initialised tiny ``StableDiffusionPipeline`` with SD 1.x's DDIM scheduler (no downloads).
+
+    The first UNet block cross-attends (``CrossAttnDownBlock2D`` / ``CrossAttnUpBlock2D``), the last does not; there
+    is no safety checker or feature extractor (saved as null, loaded as None).
+    """
+    from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+
+    c = config or TinySD1Config()
+    n = len(c.unet_channels)
+    latent_size = c.image_size // 2 ** (len(c.vae_channels) - 1)
+    tokenizer = tiny_tokenizer(c.corpus, model_max_length=c.max_length)
+    text_encoder = _clip_text(tokenizer, hidden=c.clip_hidden, projection=None, seed=seed + 1)
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=latent_size,
+        in_channels=c.latent_channels,
+        out_channels=c.latent_channels,
+        layers_per_block=1,
+        block_out_channels=tuple(c.unet_channels),
+        down_block_types=("CrossAttnDownBlock2D",) + ("DownBlock2D",) * (n - 1),
+        up_block_types=("UpBlock2D",) * (n - 1) + ("CrossAttnUpBlock2D",),
+        cross_attention_dim=c.clip_hidden,
+        attention_head_dim=c.attention_heads,
+        norm_num_groups=c.norm_num_groups,
+    )
+    vae = tiny_vae(block_out_channels=c.vae_channels, latent_channels=c.latent_channels, sample_size=c.image_size,
+                   scaling_factor=0.18215, shift_factor=None, seed=seed + 4)
+    return StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet.eval(),
+        scheduler=DDIMScheduler(**SD1_SCHEDULER_CONFIG),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
     )

@@ -10,10 +10,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Sequence
 
 from shared.errors import CheckpointError
+from shared.flow_grpo.cli import print_summary
 from shared.training import build_arg_parser, config_from_args
 
 from chunk_grpo.config import GCPOConfig
@@ -80,8 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from chunk_grpo.train import train
 
         last = train(cfg)
-        print(json.dumps({k: v for k, v in last.items() if not k.startswith("time")}, indent=2))
-        print(f"metrics, checkpoints, samples_before/after.png and reward_curve.png in {cfg.run.dir}")
+        print_summary(last, cfg.run.dir)
         return 0
 
     from chunk_grpo.l1rel_plot import run

@@ -9,8 +9,9 @@ is the shared trainer's (:mod:`shared.flow_grpo.config`). ``train.units`` must b
 
 Presets (each names the weights it needs; no path or hub id is built in):
 
-* ``shapes``          the tiny shapes-world base (assets/shapes_base) on CPU, reward ``shapes`` with partial
-  credit, 8 steps, flow_grpo SDE a = 0.7, the first 7 transitions in fixed chunks [2, 2, 3]; shared's ``shapes`` preset otherwise. Minutes.
+* ``shapes``          the tiny shapes-world base (assets/shapes_base) on CPU, shared's ``shapes`` preset (8 flow_grpo
+  SDE steps of which the first 4 are stochastic, graded partial credit, LoRA on the routing weights) with the 4
+  stochastic transitions in fixed chunks [2, 2]. Minutes.
 * ``flux-dev-hpsv3``  GCPO's released run (chunk_grpo.md §7, Table 8, ``finetune_hpsv3_chunk.sh``) on FLUX.1-dev.
   Needs ``model.path`` (local FLUX.1-dev folder), ``prompts.file`` (HPDv2.1 train prompts) and the reward weights.
   HPSv3 is **not** registered in :mod:`shared.rewards`, so the preset uses ``hpsv2`` (HPS v2.1, the closest
@@ -142,15 +143,20 @@ class GCPOConfig(RunConfig):
         require(self, "train.units", self.train.units == "custom",
                 "must be 'custom': GCPO's chunk selector supplies the trained units", "set {field}=custom")
         super().validate()
-        c, t = self.chunk, self.sample.num_steps
+        c, t, window = self.chunk, self.sample.num_steps, self.sample.sde_steps
         n = t - 1 if c.drop_last else t
         require(self, "chunk.drop_last", n >= 1, f"leaves no transition to train with sample.num_steps={t}",
                 "set {field}=false or raise sample.num_steps")
+        why = f"sample.num_steps={t}{', minus 1 for chunk.drop_last' if c.drop_last else ''}"
+        if window:
+            require(self, "sample.sde_steps", sorted(window) == list(range(len(window))),
+                    "must be the first m transitions 0, 1, …, m−1 for GCPO (chunks cover the stochastic prefix)",
+                    "e.g. --set {field}=0,1,2,3, or leave it empty to make every transition stochastic")
+            n, why = min(n, len(window)), f"the {len(window)} stochastic transitions of sample.sde_steps"
         if c.chunking == "fixed":
-            require(self, "chunk.sizes", sum(c.sizes) == n,
-                    f"sums to {sum(c.sizes)}, but {n} transitions are trained (sample.num_steps={t}"
-                    f"{', minus 1 for chunk.drop_last' if c.drop_last else ''})",
-                    f"make the sizes sum to {n}, or change sample.num_steps / chunk.drop_last")
+            require(self, "chunk.sizes", sum(c.sizes) == n, f"sums to {sum(c.sizes)}, but {n} transitions are "
+                    f"trained ({why})", f"make the sizes sum to {n}, or change sample.num_steps / sde_steps / "
+                    "chunk.drop_last")
         elif c.chunking == "uniform":
             require(self, "chunk.size", c.size <= n, f"exceeds the {n} trained transitions",
                     f"set {{field}} to at most {n}")
@@ -177,14 +183,11 @@ def _from_run(base: RunConfig, chunk: ChunkConfig, run_dir: str) -> GCPOConfig:
 
 @register_preset(GCPOConfig, "shapes")
 def shapes() -> GCPOConfig:
-    """Shared's ``shapes`` preset (tiny shapes-world base, CPU, reward shapes with partial credit) with 8 flow_grpo
-    SDE steps (a = 0.7); the first 7 transitions cut into fixed chunks [2, 2, 3], all trained."""
-    cfg = _from_run(get_preset(RunConfig, "shapes"), ChunkConfig(chunking="fixed", sizes=[2, 2, 3], sampling="all",
+    """Shared's ``shapes`` preset (tiny shapes-world base, CPU, minutes; the first 4 of 8 flow_grpo SDE transitions
+    stochastic) with those 4 transitions cut into fixed chunks [2, 2], all trained."""
+    return _from_run(get_preset(RunConfig, "shapes"), ChunkConfig(chunking="fixed", sizes=[2, 2], sampling="all",
                                                                   drop_last=True),
-                    "outputs/chunk_grpo_shapes")
-    cfg.sample = dataclasses.replace(cfg.sample, num_steps=8, kind="flow_grpo", noise_level=0.7)
-    cfg.run = dataclasses.replace(cfg.run, eval_every=15, eval_per_tag=16)  # 48 fixed prompts: before / middle / after
-    return cfg
+                     "outputs/chunk_grpo_shapes")
 
 
 @register_preset(GCPOConfig, "flux-dev-hpsv3")

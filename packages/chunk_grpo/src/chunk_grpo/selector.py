@@ -7,7 +7,8 @@ The shared trainer (:mod:`shared.flow_grpo.units`) asks a selector, once per inn
 and trains every unit with one ratio, exp(mean_{t∈unit}(log p_θ,t − log p_old,t)) (chunk_grpo.md §3–4). This selector
 
 1. takes the trained transitions 0 … n−1, n = T (or T − 1 with ``drop_last``: the last, lowest-noise transition is
-   sampled but never trained, DanceGRPO's convention that GCPO inherits);
+   sampled but never trained, DanceGRPO's convention that GCPO inherits), or, when only the first m transitions are
+   stochastic (``window = m``, ``sample.sde_steps = 0 … m−1``, the rest ODE), n = m;
 2. cuts them into chunks (:mod:`.chunking`): ``fixed`` sizes, ``uniform`` size, or ``adaptive`` from the L1rel
    curve (:mod:`.l1rel`) pooled by ``adaptive_scope`` (group: one chunking per prompt group from its mean curve,
    the default; batch: one for the process's whole batch; trajectory: one per sample);
@@ -38,6 +39,8 @@ class ChunkSelector:
     """Implements :class:`shared.flow_grpo.units.UnitSelector` from a :class:`~chunk_grpo.config.ChunkConfig`."""
 
     config: ChunkConfig
+    window: int | None = None
+    """Only transitions 0 … window−1 are stochastic (``sample.sde_steps``); chunks cover them. None: all are."""
 
     @property
     def needs_traj(self) -> bool:
@@ -45,8 +48,10 @@ class ChunkSelector:
         return self.config.chunking == "adaptive" or self.config.sampling == "weighted"
 
     def trained_steps(self, num_steps: int) -> int:
-        """n = T, or T − 1 with ``drop_last``."""
+        """n = T, or T − 1 with ``drop_last``; at most ``window``."""
         n = num_steps - 1 if self.config.drop_last else num_steps
+        if self.window is not None:
+            n = min(n, self.window)
         if n < 1:
             raise ValueError(f"num_steps={num_steps} with drop_last={self.config.drop_last} leaves no step to chunk")
         return n

@@ -18,8 +18,9 @@ __all__ = ["build_selector", "train"]
 
 
 def build_selector(cfg: GCPOConfig) -> ChunkSelector:
-    """The unit selector of ``cfg.chunk``."""
-    return ChunkSelector(cfg.chunk)
+    """The unit selector of ``cfg.chunk``; with ``sample.sde_steps`` = 0 … m−1 its chunks cover those m steps."""
+    window = len(cfg.sample.sde_steps) if cfg.sample.sde_steps else None
+    return ChunkSelector(cfg.chunk, window=window)
 
 
 def train(cfg: GCPOConfig, *, pipeline=None) -> dict:

@@ -54,7 +54,7 @@ __all__ = [
 UNIT_KINDS = ("in_order", "random", "chunks", "custom")
 ADV_STD_MODES = ("batch", "group", "none")
 KL_CONVENTIONS = ("flow_grpo", "exact")
-SDE_KINDS = ("flow_grpo", "dance", "cps")
+SDE_KINDS = ("flow_grpo", "dance", "cps", "ddim")  # ddim: DDPO's DDIM (eta = noise_level) for SD 1.x
 SCHEDULES = ("model", "dance")
 PRECISIONS = ("no", "fp16", "bf16")
 PROMPT_SOURCES = ("shapes", "file")
@@ -155,8 +155,9 @@ class RewardConfig(Config):
 @dataclass
 class SampleConfig(Config):
     num_steps: int = config_field(10, "sampling steps T")
-    kind: str = config_field("flow_grpo", "SDE family: flow_grpo (noise a) | dance (constant eta) | cps")
-    noise_level: float = config_field(0.7, "a for flow_grpo / cps, eta for dance (> 0)")
+    kind: str = config_field("flow_grpo", "SDE family: flow_grpo (noise a) | dance (constant eta) | cps | ddim "
+                             "(SD 1.x: DDIM's eta-step, DDPO log-probs)")
+    noise_level: float = config_field(0.7, "a for flow_grpo / cps, eta for dance and ddim (> 0; ddim: <= 1)")
     schedule: str = config_field("model", "sigmas: model (the pipeline's scheduler) | dance (shift schedule)")
     shift: float = config_field(3.0, "time shift of schedule=dance")
     guidance_scale: float = config_field(1.0, "CFG scale in sampling AND training (1 = no CFG)")
@@ -166,6 +167,9 @@ class SampleConfig(Config):
     group_size: int = config_field(4, "G images per prompt")
     micro_batch_size: int = config_field(0, "rollout and training micro-batch per process; 0 = the whole part")
     same_noise_per_group: bool = config_field(False, "one initial noise per group (DanceGRPO option)")
+    sde_steps: list[int] = config_field(default_factory=list,
+                                        help="transitions drawn with the SDE, the others deterministic Euler (ODE) "
+                                             "and never trained (MixGRPO / Flow-GRPO-Fast window); empty = all")
 
     def validate(self) -> None:
         require_int(self, "num_steps", 1)
@@ -173,12 +177,17 @@ class SampleConfig(Config):
         require(self, "noise_level", isinstance(self.noise_level, float | int) and self.noise_level > 0,
                 "must be > 0 (0 is the deterministic ODE, which has no log-prob to train)",
                 "set {field} to e.g. 0.7 (flow_grpo) or 0.3 (dance)")
+        require(self, "noise_level", self.kind != "ddim" or self.noise_level <= 1, "is DDIM's eta and must be <= 1",
+                "set {field} to an eta in (0, 1], e.g. 1.0 (DDPO)")
         require_in(self, "schedule", SCHEDULES)
         require_positive(self, "shift")
         require_range(self, "guidance_scale", 1.0, None)
         require_int(self, "resolution", 0)
         require_int(self, "group_size", 1)
         require_int(self, "micro_batch_size", 0)
+        bad = [k for k in self.sde_steps if not (isinstance(k, int) and 0 <= k < self.num_steps)]
+        require(self, "sde_steps", not bad, f"has steps {bad} outside [0, num_steps={self.num_steps})",
+                "list transition indices below sample.num_steps, e.g. --set {field}=0,1,2, or leave it empty")
 
 
 @dataclass
@@ -247,6 +256,9 @@ class RunDirConfig(Config):
     eval_every: int = config_field(10, "evaluate every n iterations (0 = off)")
     eval_per_tag: int = config_field(2, "shapes eval prompts per GenEval tag (prompt files: 6×this prompts)")
     eval_steps: int = config_field(20, "ODE steps for evaluation and grids")
+    eval_tags: list[str] = config_field(default_factory=list, help="shapes tags evaluated (empty = prompts.tags); "
+                                        "all six gives the full GenEval-style score, out of domain for tags not "
+                                        "trained on")
     eval_guidance: float = config_field(0.0, "CFG for evaluation and grids (0 = sample.guidance_scale)")
     eval_hybrid_steps: int = config_field(0, "hybrid inference (GCPO, MixGRPO): the first k of run.eval_steps with "
                                           "the trained model, the rest with the base model; reported as "
@@ -262,6 +274,12 @@ class RunDirConfig(Config):
         require_int(self, "eval_every", 0)
         require_int(self, "eval_per_tag", 1)
         require_int(self, "eval_steps", 1)
+        if self.eval_tags:
+            from shared.shapes import TAGS
+
+            bad = [t for t in self.eval_tags if t not in TAGS]
+            require(self, "eval_tags", not bad, f"has unknown tags {bad}",
+                    f"use a subset of {', '.join(TAGS)}, e.g. --set {{field}}={','.join(TAGS)}")
         require(self, "eval_guidance", self.eval_guidance == 0 or self.eval_guidance >= 1, "must be 0 or >= 1",
                 "set {field}=0 to reuse sample.guidance_scale")
         require_int(self, "eval_hybrid_steps", 0)
@@ -292,16 +310,26 @@ class RunConfig(Config):
         require(self, "sample.micro_batch_size", s.micro_batch_size == 0 or s.micro_batch_size <= s.group_size
                 * self.prompts.per_iteration, "is larger than the whole rollout batch",
                 "set {field}=0 or at most prompts.per_iteration × sample.group_size")
+        m = len(s.sde_steps)
+        if m:
+            require(self, "sample.sde_steps", t.units == "custom" or sorted(s.sde_steps) == list(range(m)),
+                    f"must be the first m transitions 0, …, m−1 for train.units={t.units}",
+                    "e.g. --set {field}=0,1,2 (a high-noise window; the rest is ODE), or leave it empty")
         if t.units == "in_order":
             require(self, "train.fraction", int(s.num_steps * t.fraction) >= 1, "selects no step",
                     f"raise {{field}} to at least 1/{s.num_steps}")
+            require(self, "train.fraction", not m or int(s.num_steps * t.fraction) <= m,
+                    f"trains the first {int(s.num_steps * t.fraction)} steps, but only {m} are stochastic "
+                    "(sample.sde_steps)", f"set {{field}} to at most {m}/{s.num_steps}, or widen sample.sde_steps")
         elif t.units == "random":
             n = s.num_steps - 1 if t.drop_last else s.num_steps
             require(self, "train.fraction", n >= 1 and int(n * t.fraction) >= 1, "selects no step",
                     "raise {field} (or sample.num_steps, or set train.drop_last=false)")
         elif t.units == "chunks":
-            require(self, "train.chunk_sizes", sum(t.chunk_sizes) == s.num_steps,
-                    f"sums to {sum(t.chunk_sizes)}, not sample.num_steps={s.num_steps}", "make the sizes sum to T")
+            n = m or s.num_steps
+            require(self, "train.chunk_sizes", sum(t.chunk_sizes) == n,
+                    f"sums to {sum(t.chunk_sizes)}, not {n} (the {'stochastic steps' if m else 'sample.num_steps'})",
+                    f"make the sizes sum to {n}")
         require(self, "sample.same_noise_per_group", not (s.same_noise_per_group and self.prompts.spread_groups),
                 "needs whole groups per process", "also set prompts.spread_groups=false")
 
@@ -344,15 +372,31 @@ def dance_grpo() -> RunConfig:
     )
 
 
+SD3_ROUTING = ["attn.to_q", "attn.to_k", "attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj", "attn.to_add_out"]
+"""The attention weights that route text to image (queries, keys, the text stream's projections): on the tiny shapes
+base their GRPO gradients agree between independent batches far more than the pixel-facing ones (tools/grad_snr.py)."""
+
+
 @register_preset(RunConfig)
 def shapes() -> RunConfig:
-    """The tiny shapes-world base on CPU with the exact shapes verifier as reward (partial credit)."""
+    """The tiny shapes-world base on CPU, learning in a few minutes (our setting; see docs/results/shapes_rl.md).
+
+    Rollouts: 8 flow_grpo SDE steps (a = 0.7) of which only the first 4, high-noise ones are stochastic and trained
+    (the rest ODE: the reward is credited to the transitions that decide layout, count and colour), one initial
+    noise per group of 8, CFG 4. Reward: the shapes verifier with partial credit, on single-object, colour and
+    counting prompts, 8 per iteration. LoRA r16 on the text-to-image routing weights (``SD3_ROUTING``), AdamW 3e-3,
+    batch-std advantages, one optimiser step per rollout, EMA 0.9 of the trained weights (evaluation and the
+    after-grid use it). Evaluation every 20 iterations on 32 fixed prompts per category, 20 ODE steps.
+    """
     return RunConfig(
         model=ModelConfig(path="assets/shapes_base"),
-        prompts=PromptConfig(source="shapes", tags=["single_object", "colors", "counting"], per_iteration=4),
+        lora=LoraConfig(rank=16, alpha=16.0, targets=list(SD3_ROUTING)),
+        prompts=PromptConfig(source="shapes", tags=["single_object", "colors", "counting"], per_iteration=8,
+                             spread_groups=False),
         reward=RewardConfig(names=["shapes"], kwargs={"shapes": {"partial_credit": True}}),
-        sample=SampleConfig(num_steps=8, kind="flow_grpo", noise_level=0.7, guidance_scale=4.0, group_size=8),
-        train=TrainConfig(iterations=30, units="in_order", fraction=0.99, adv_std="batch", lr=1e-4, kl_beta=0.0,
-                          steps_per_rollout=1, ema_decay=0.0),
-        run=RunDirConfig(dir="outputs/flow_grpo_shapes", save_every=10, eval_every=10, eval_per_tag=4),
+        sample=SampleConfig(num_steps=8, kind="flow_grpo", noise_level=0.7, guidance_scale=4.0, group_size=8,
+                            same_noise_per_group=True, sde_steps=[0, 1, 2, 3]),
+        train=TrainConfig(iterations=60, units="in_order", fraction=0.5, adv_std="batch", lr=3e-3, kl_beta=0.0,
+                          steps_per_rollout=1, ema_decay=0.9, ema_every=1),
+        run=RunDirConfig(dir="outputs/flow_grpo_shapes", save_every=20, eval_every=20, eval_per_tag=32),
     )

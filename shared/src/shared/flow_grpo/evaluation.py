@@ -33,12 +33,13 @@ class Hybrid:
 
 
 def eval_records(cfg, pool: list[dict]) -> list[dict]:
-    """The fixed evaluation prompts: the shapes evaluation set (``run.eval_per_tag`` per tag) or the first
+    """The fixed evaluation prompts: the shapes evaluation set (``run.eval_per_tag`` per tag of ``run.eval_tags``, or
+    of ``prompts.tags`` when empty) or the first
     6 × ``run.eval_per_tag`` records of the prompt file."""
     if cfg.prompts.source == "shapes":
         from shared.shapes import eval_prompts
 
-        return eval_prompts(per_tag=cfg.run.eval_per_tag, tags=cfg.prompts.tags or None)
+        return eval_prompts(per_tag=cfg.run.eval_per_tag, tags=cfg.run.eval_tags or cfg.prompts.tags or None)
     return pool[: 6 * cfg.run.eval_per_tag]
 
 

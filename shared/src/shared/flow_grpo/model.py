@@ -58,7 +58,7 @@ def build_policy(cfg, device: torch.device, *, pipeline=None) -> Policy:
         module = getattr(pipe, name, None)
         if module is not None:
             module.requires_grad_(False).eval()
-    transformer = pipe.transformer
+    transformer = pipe.transformer if getattr(pipe, "transformer", None) is not None else pipe.unet  # SD 1.x: UNet
     lora = cfg.lora.rank > 0
     compute = _DTYPES[cfg.model.mixed_precision] if device.type == "cuda" else torch.float32
     if lora:
@@ -106,4 +106,5 @@ def sampler_config(cfg, policy: Policy, micro_batch_size: int, *, ode: bool = Fa
         micro_batch_size=micro_batch_size,
         same_noise_per_group=s.same_noise_per_group and not ode,
         detach_uncond=s.detach_uncond,
+        sde_steps=None if ode or not s.sde_steps else tuple(sorted(set(s.sde_steps))),
     )

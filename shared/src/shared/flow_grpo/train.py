@@ -7,7 +7,8 @@ Each iteration k:
 
 1. every process takes its share of the P·G samples (:mod:`.prompts`) and draws them with the SDE sampler
    (per-step log-probs recorded);
-2. rewards, and group advantages over all processes;
+2. rewards, and group advantages over all processes (``train.adv_*``, or the :class:`AdvantageFn` passed as
+   ``train(cfg, advantages=...)``, e.g. slas's shaped advantages);
 3. the unit selector (a built-in named by ``train.units``, or the object passed as ``train(cfg, selector=...)``)
    gets this process's rollout and returns per-sample units, validated by :func:`.units.check_units`; layouts
    may differ between samples (n_i units of any sizes). The rollout is split into ``train.steps_per_rollout``
@@ -38,11 +39,11 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
-from shared.advantages import distributed_group_advantages, gather_rewards
+from shared.advantages import AdvantageOutput, distributed_group_advantages, gather_rewards
 from shared.errors import ConfigError
 from shared.flow_grpo.config import RunConfig
 from shared.flow_grpo.evaluation import Hybrid, eval_records, evaluate, save_curves, save_grid
@@ -66,7 +67,7 @@ from shared.training import (
     to_dict,
 )
 
-__all__ = ["build_reward_fn", "resolve_selector", "train", "unit_weights"]
+__all__ = ["AdvantageFn", "build_reward_fn", "default_advantages", "resolve_selector", "train", "unit_weights"]
 
 
 def build_reward_fn(rcfg):
@@ -166,7 +167,7 @@ def resolve_selector(cfg: RunConfig, selector: UnitSelector | None) -> UnitSelec
         raise FieldError("train.units", "custom", "needs a selector object, and none was passed to train()",
                          "call train(cfg, selector=...) (as chunk_grpo does) or set {field} to in_order, random "
                          "or chunks")
-    return build_selector(cfg.train)
+    return build_selector(cfg.train, window=len(cfg.sample.sde_steps) if cfg.sample.sde_steps else None)
 
 
 def _needs_reference(cfg: RunConfig, main: bool) -> bool:
@@ -236,16 +237,44 @@ def _update(loop: _Loop, traj: Trajectory, adv: torch.Tensor, units: Units, stat
     return steps
 
 
-def train(cfg: RunConfig, *, pipeline=None, selector: UnitSelector | None = None) -> dict:
+class AdvantageFn(Protocol):
+    """(this process's rewards, their group ids, iteration, total iterations) → advantages for these rows.
+
+    Called on every process with its own rows; a global statistic must gather across processes itself (as
+    :func:`shared.advantages.distributed_group_advantages` does). The result is an
+    :class:`~shared.advantages.AdvantageOutput`; if it has a ``stats()`` method, its dict is logged as ``adv/<key>``.
+    """
+
+    def __call__(self, rewards: torch.Tensor, group_ids: torch.Tensor, *, iteration: int,
+                 total: int) -> AdvantageOutput: ...
+
+
+def default_advantages(cfg: RunConfig) -> AdvantageFn:
+    """The advantage named by ``train.adv_std`` (batch: Flow-GRPO, group: DanceGRPO, none), with ``adv_eps``,
+    ``adv_unbiased`` and ``adv_clip``, statistics over all processes."""
+    t = cfg.train
+
+    def fn(rewards: torch.Tensor, group_ids: torch.Tensor, *, iteration: int, total: int) -> AdvantageOutput:
+        return distributed_group_advantages(rewards, group_ids, std=t.adv_std, eps=t.adv_eps,
+                                            unbiased=t.adv_unbiased, clip=t.adv_clip or None)
+
+    return fn
+
+
+def train(cfg: RunConfig, *, pipeline=None, selector: UnitSelector | None = None,
+          advantages: AdvantageFn | None = None) -> dict:
     """Run (or resume) the training described by ``cfg``; return the last metrics record.
 
     ``cfg``: a validated RunConfig or subclass. ``pipeline``: an already built diffusers pipeline to train instead
     of loading ``cfg.model.path``. ``selector``: the :class:`~shared.flow_grpo.units.UnitSelector` to use whatever
     ``train.units`` says (required for ``train.units = "custom"``); it is called as
-    ``selector(num_steps, n_local, generator, traj=traj)`` with this process's rollout.
+    ``selector(num_steps, n_local, generator, traj=traj)`` with this process's rollout. ``advantages``: an
+    :class:`AdvantageFn` replacing the ``train.adv_*`` advantage (slas's shaped advantages); None =
+    :func:`default_advantages`.
     """
     run_dir, t = Path(cfg.run.dir), cfg.train
     selector = resolve_selector(cfg, selector)
+    advantages = advantages or default_advantages(cfg)
     ckpt_dir = run_dir / "checkpoints"
     ckpt = latest_checkpoint(ckpt_dir) if cfg.run.resume else None
     state = load_checkpoint(ckpt) if ckpt else None  # verified before any model is built
@@ -324,12 +353,13 @@ def train(cfg: RunConfig, *, pipeline=None, selector: UnitSelector | None = None
         traj = dataclasses.replace(traj, group_ids=batch.group_ids)
         # 2. rewards and advantages over all processes
         rewards, keep, metrics = _score(reward, traj, guard, accelerator.device)
-        adv_out = distributed_group_advantages(rewards.to(accelerator.device), traj.group_ids.to(accelerator.device),
-                                               std=t.adv_std, eps=t.adv_eps, unbiased=t.adv_unbiased,
-                                               clip=t.adv_clip or None)
-        adv = torch.where(keep, adv_out.advantages.cpu(), torch.zeros(keep.shape))
+        adv_out = advantages(rewards.to(accelerator.device), traj.group_ids.to(accelerator.device), iteration=it,
+                             total=t.iterations)
+        adv = torch.where(keep, adv_out.advantages.float().cpu(), torch.zeros(keep.shape))
         metrics.update(zero_std_ratio=adv_out.zero_std_fraction, mean_group_std=adv_out.mean_group_std,
                        adv_abs_mean=adv.abs().mean().item(), time_rollout_s=time.perf_counter() - tic)
+        if callable(getattr(adv_out, "stats", None)):
+            metrics.update({f"adv/{k}": float(v) for k, v in adv_out.stats().items()})
         # 3. units chosen on this rollout; clipped loss slot by slot, one optimiser step per part
         stats, n_steps = _Stats(), 0
         unit_gen = torch.Generator().manual_seed(mix_seed(t.seed, it, rank, 2))

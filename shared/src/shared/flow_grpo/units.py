@@ -71,10 +71,16 @@ class RandomSteps:
 
     fraction: float = 0.6
     drop_last: bool = True
+    window: int | None = None
+    """Only transitions 0 … window−1 are stochastic (``sample.sde_steps``): draw from those (the last transition
+    is then ODE, so ``drop_last`` has nothing to drop unless window = T)."""
 
     def __call__(self, num_steps: int, batch: int, generator: torch.Generator | None = None, *,
                  traj: Trajectory | None = None) -> Units:
-        return [[[s] for s in random_subset(num_steps, self.fraction, drop_last=self.drop_last, generator=generator)]
+        n, drop = num_steps, self.drop_last
+        if self.window is not None and self.window < num_steps:
+            n, drop = self.window, False
+        return [[[s] for s in random_subset(n, self.fraction, drop_last=drop, generator=generator)]
                 for _ in range(batch)]
 
 
@@ -83,21 +89,24 @@ class Chunks:
     """GCPO fixed chunking: the same consecutive chunks for every sample, e.g. sizes [2, 3, 5] of T = 10."""
 
     sizes: list[int] = field(default_factory=list)
+    window: int | None = None
+    """Only transitions 0 … window−1 are stochastic: the chunks cover those."""
 
     def __call__(self, num_steps: int, batch: int, generator: torch.Generator | None = None, *,
                  traj: Trajectory | None = None) -> Units:
-        units = chunks(list(self.sizes), num_steps=num_steps)
+        units = chunks(list(self.sizes), num_steps=min(num_steps, self.window or num_steps))
         return [[list(u) for u in units] for _ in range(batch)]
 
 
-def build_selector(train_cfg) -> UnitSelector:
-    """The built-in selector named by ``train.units`` (a :class:`~shared.flow_grpo.config.TrainConfig`)."""
+def build_selector(train_cfg, window: int | None = None) -> UnitSelector:
+    """The built-in selector named by ``train.units`` (a :class:`~shared.flow_grpo.config.TrainConfig`); ``window``
+    = m when only transitions 0 … m−1 are stochastic (``sample.sde_steps``)."""
     if train_cfg.units == "in_order":
         return InOrderSteps(train_cfg.fraction)
     if train_cfg.units == "random":
-        return RandomSteps(train_cfg.fraction, train_cfg.drop_last)
+        return RandomSteps(train_cfg.fraction, train_cfg.drop_last, window)
     if train_cfg.units == "chunks":
-        return Chunks(list(train_cfg.chunk_sizes))
+        return Chunks(list(train_cfg.chunk_sizes), window)
     raise ValueError(f"train.units={train_cfg.units!r} has no built-in selector; pass one to train(..., selector=...)")
 
 

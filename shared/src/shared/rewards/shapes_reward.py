@@ -2,6 +2,7 @@
 
     r = 1.0 if verify(image, record).correct else 0.0                  (default, GenEval's binary correctness)
     r = satisfied conditions / all conditions                          (partial_credit=True)
+    r = the same with an include count credited min(found, n)/n       (partial_credit=True, graded_counts=True)
 
 Conditions are one per include count, colour and position and one per exclude (`shared.shapes.verify`); a record
 whose include count fails also fails its colour/position conditions. [our reading]
@@ -25,8 +26,11 @@ _GENEVAL_KEYS = ("tag", "include", "exclude", "prompt")
 class ShapesReward:
     name = "shapes"
 
-    def __init__(self, partial_credit: bool = False, **verify_kwargs):
+    def __init__(self, partial_credit: bool = False, graded_counts: bool = False, **verify_kwargs):
+        if graded_counts and not partial_credit:
+            raise ValueError("shapes reward: graded_counts=True grades the partial credit; also set partial_credit=True")
         self.partial_credit = bool(partial_credit)
+        self.graded_counts = bool(graded_counts)
         self.verify_kwargs = verify_kwargs
 
     def records(self, prompts: list[str], metadata: list[dict] | None = None) -> list[dict]:
@@ -49,5 +53,8 @@ class ShapesReward:
 
     def __call__(self, images: torch.Tensor, prompts: list[str], metadata: list[dict] | None = None) -> torch.Tensor:
         results = self.evaluate(images, prompts, metadata)
-        vals = [r.score if self.partial_credit else float(r.correct) for r in results]
+        if self.graded_counts:
+            vals = [float(r.details["graded_score"]) for r in results]
+        else:
+            vals = [r.score if self.partial_credit else float(r.correct) for r in results]
         return torch.tensor(vals, dtype=torch.float32)

@@ -2,7 +2,8 @@
 
 ``load_pipeline(local_dir)`` reads ``model_index.json``, checks it before any weights are read, and
 passes ``None`` for components saved as null (the pixel-space shapes base has no VAE; SD3 without
-T5). Real weights (SD3.5, FLUX.1) work the same way from a downloaded snapshot directory.
+T5; SD 1.x saved without safety checker / feature extractor). Real weights (SD3.5, FLUX.1, SD 1.x) work the
+same way from a downloaded snapshot directory.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from shared.errors import CheckpointError
 
 
 def load_pipeline(local_dir: str | Path, *, torch_dtype: torch.dtype | None = None, device: str | torch.device | None = None):
-    """Load a ``StableDiffusion3Pipeline`` / ``FluxPipeline`` (or any diffusers pipeline) saved in ``local_dir``."""
+    """Load a ``StableDiffusion3Pipeline`` / ``FluxPipeline`` / ``StableDiffusionPipeline`` (or any diffusers
+    pipeline) saved in ``local_dir``."""
     import diffusers
 
     path = Path(local_dir)

@@ -1,9 +1,12 @@
 """Flow-matching rollouts with per-step log-probs, and their recomputation under current weights.
 
-``sample`` runs a flow-matching transformer (through a :class:`FlowModelAdapter`) from pure noise
-at σ = 1 down the sigma schedule, drawing each transition with :func:`shared.sde.sde_step` and
+``sample`` runs a denoiser (through a :class:`FlowModelAdapter`) from pure noise at σ_0 (1 for flow
+models) down the sigma schedule, drawing each transition with :func:`shared.sde.sde_step` and
 recording every latent x_0..x_T, the sigmas, the per-step log-probs, the prompt embeddings and the
 group ids (shared_core.md §1, anchors: flow_grpo ``pipeline_with_logprob``, DanceGRPO ``flux_step``).
+Latents are flow states; the adapter's ``to_flow`` / ``from_flow`` map the initial noise in and the final
+state out (the identity except for SD 1.x, which is run in flow coordinates; ``kind="ddim"`` is DDPO's DDIM,
+see :mod:`shared.sde`).
 
 ``step_log_prob`` re-scores stored transitions (x_t, x_{t+1}) with gradients. On-policy, with the
 same micro-batch composition, the same dtype and the same CFG batching, the importance ratio
@@ -31,8 +34,8 @@ class SamplerConfig:
     """How a rollout is drawn. ``sde_steps=None`` makes every step stochastic (trainable)."""
 
     num_steps: int = 10
-    kind: str = "flow_grpo"  # "flow_grpo" | "dance" | "cps"
-    noise_level: float = 0.7  # a for flow_grpo / cps, η for dance; 0 = deterministic Euler (ODE)
+    kind: str = "flow_grpo"  # "flow_grpo" | "dance" | "cps" | "ddim"
+    noise_level: float = 0.7  # a for flow_grpo / cps, η for dance / ddim; 0 = deterministic Euler (ODE, DDIM η = 0)
     guidance_scale: float = 1.0  # CFG scale; > 1 batches [uncond, cond] (SD3) or runs true CFG (Flux)
     negative_prompt: str = ""
     height: int = 32
@@ -48,6 +51,8 @@ class SamplerConfig:
             raise ValueError(f"num_steps must be ≥ 1, got {self.num_steps}")
         if self.noise_level < 0:
             raise ValueError(f"noise_level must be ≥ 0, got {self.noise_level}")
+        if self.kind == "ddim" and self.noise_level > 1:
+            raise ValueError(f"noise_level is DDIM's eta for kind='ddim' and must lie in [0, 1], got {self.noise_level}")
         if self.sde_steps is not None:
             bad = [s for s in self.sde_steps if not 0 <= s < self.num_steps]
             if bad:
@@ -70,9 +75,9 @@ class SamplerConfig:
 class Trajectory:
     """One batch of rollouts. Shapes: B samples, T steps, latent shape (...)."""
 
-    latents: Tensor  # (B, T+1, ...) float32; latents[:, 0] is the initial noise at σ = 1
+    latents: Tensor  # (B, T+1, ...) float32 flow states; latents[:, 0] is the initial noise at σ_0
     log_probs: Tensor  # (B, T) float32, NaN where the step was deterministic
-    sigmas: Tensor  # (T+1,) float32, from 1 to 0
+    sigmas: Tensor  # (T+1,) float32, decreasing: 1 → 0 for flow models, σ(ᾱ[t_0]) → σ(final ᾱ) for SD 1.x
     sde_mask: Tensor  # (T,) bool
     cond: Conditioning
     group_ids: Tensor  # (B,) long: which prompt each sample belongs to
@@ -166,6 +171,7 @@ def sample(
         x0 = adapter.initial_latents(len(prompts), h, w, generator).repeat_interleave(group_size, dim=0)
     else:
         x0 = adapter.initial_latents(b, h, w, generator)
+    x0 = adapter.to_flow(x0, sigmas[0])
 
     latents, log_probs, conds, images = [], [], [], []
     chunks = micro_batches(b, config.micro_batch_size)
@@ -188,7 +194,7 @@ def sample(
         log_probs.append(torch.stack(lps, dim=1))
         conds.append(cond)
         if decode:
-            images.append(adapter.decode(x, h, w))
+            images.append(adapter.decode(adapter.from_flow(x, sigmas[-1]), h, w))
     return Trajectory(
         latents=torch.cat(latents),
         log_probs=torch.cat(log_probs),

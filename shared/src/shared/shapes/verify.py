@@ -19,7 +19,10 @@ re-implemented on our detections:
 
 A prompt is correct only if every condition holds. Objects are largest-first ("most confident first"); unknown
 shapes never count. `details["score"]` = fraction of satisfied conditions (one per include count, colour and position,
-one per exclude; conditions after a failed count are unsatisfied): the partial-credit reward. [our reading]
+one per exclude; conditions after a failed count are unsatisfied): the partial-credit reward. `details["graded_score"]`
+is the same mean with an include count credited min(found, count)/count instead of 0/1, so that three circles for
+"four circles" earn more than one (the plain partial credit gives both the exclude's half, which teaches a policy
+to under-draw). [our reading]
 """
 
 from __future__ import annotations
@@ -91,15 +94,16 @@ def check(objects: Sequence, record: dict, *, position_threshold: float = POSITI
     conditions: list[dict] = []
     matched_groups: list[list | None] = []
 
-    def cond(kind: str, where: str, ok: bool) -> None:
-        conditions.append({"check": kind, "entry": where, "satisfied": bool(ok)})
+    def cond(kind: str, where: str, ok: bool, credit: float | None = None) -> None:
+        conditions.append({"check": kind, "entry": where, "satisfied": bool(ok),
+                           "credit": float(ok) if credit is None else float(credit)})
 
     for i, req in enumerate(record["include"]):
         cls, n = req["class"], req["count"]
         where = f"include[{i}]"
         have = by_class.get(cls, [])
         matched = len(have) >= n
-        cond("count", where, matched)
+        cond("count", where, matched, credit=min(len(have), n) / n)
         found = have[:n]
         if not matched:
             reasons.append(f"expected {cls}>={n}, found {len(have)}")
@@ -152,6 +156,7 @@ def check(objects: Sequence, record: dict, *, position_threshold: float = POSITI
         "objects": [o.as_dict() for o in objects],
         "conditions": conditions,
         "score": satisfied / len(conditions) if conditions else 1.0,
+        "graded_score": sum(c["credit"] for c in conditions) / len(conditions) if conditions else 1.0,
     }
     return VerifyResult(correct=correct, reason="\n".join(reasons), tag=record["tag"], details=details)
 

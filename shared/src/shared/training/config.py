@@ -583,11 +583,19 @@ def _apply_override(cls: type, data: dict[str, Any], override: str) -> dict[str,
             owner = inner
     value = _coerce(raw, tp, key, "--set")
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        value = to_dict(value)
-    nested = value
-    for part in reversed(parts):
-        nested = {part: nested}
-    return _deep_merge(data, nested)
+        nested = to_dict(value)  # a whole section: merged onto what is there
+        for part in reversed(parts):
+            nested = {part: nested}
+        return _deep_merge(data, nested)
+    # a plain field (dicts included) is replaced, so `--set reward.kwargs={}` clears the preset's entries
+    out = dict(data)
+    node = out
+    for part in parts[:-1]:
+        child = node.get(part)
+        node[part] = dict(child) if isinstance(child, Mapping) else {}
+        node = node[part]
+    node[parts[-1]] = value
+    return out
 
 
 def load_config(cls: type[C], source: str | Path | Mapping[str, Any] | None = None,

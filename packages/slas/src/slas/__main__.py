@@ -1,0 +1,3 @@
+from slas.cli import main
+
+raise SystemExit(main())
