@@ -379,7 +379,8 @@ base their GRPO gradients agree between independent batches far more than the pi
 
 @register_preset(RunConfig)
 def shapes() -> RunConfig:
-    """The tiny shapes-world base on CPU, learning in a few minutes (our setting; see docs/results/shapes_rl.md).
+    """The tiny shapes-world base on CPU, a few minutes (our setting; docs/results/shapes_rl.md: single-object prompts
+    improve on every seed, the overall score not yet beyond seed noise).
 
     Rollouts: 8 flow_grpo SDE steps (a = 0.7) of which only the first 4, high-noise ones are stochastic and trained
     (the rest ODE: the reward is credited to the transitions that decide layout, count and colour), one initial
