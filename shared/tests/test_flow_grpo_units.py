@@ -277,3 +277,27 @@ def test_sde_window_reaches_the_sampler(fake_model):
     policy = SimpleNamespace(resolution=32)
     assert sampler_config(cfg, policy, 4).sde_mask().tolist() == [True, True, False, False, False, False]
     assert sampler_config(cfg, policy, 4, ode=True).sde_steps is None  # evaluation stays a plain ODE
+
+
+from shared.flow_grpo.config import RunDirConfig, extend_run_config  # noqa: E402
+
+
+@dataclass
+class _MyRunDir(RunDirConfig):
+    dir: str = config_field("outputs/mine", "run folder")
+
+
+@dataclass
+class _Mine(RunConfig):
+    run: _MyRunDir = config_field(default_factory=_MyRunDir, help="outputs")
+    extra: int = config_field(3, "a package's own field")
+
+
+def test_extend_run_config_retypes_sections_and_applies_changes():
+    from shared.training import get_preset
+
+    base = get_preset(RunConfig, "shapes")
+    cfg = extend_run_config(_Mine, base, run={"dir": "outputs/x"}, train={"lr": 1e-5})
+    assert type(cfg.run) is _MyRunDir and cfg.run.dir == "outputs/x" and cfg.run.eval_every == base.run.eval_every
+    assert cfg.train.lr == 1e-5 and base.train.lr == 3e-3  # the preset object is not modified
+    assert cfg.sample == base.sample and cfg.extra == 3

@@ -24,10 +24,10 @@ Presets (each names the weights it needs; no path or hub id is built in):
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 from shared.flow_grpo.config import (
+    extend_run_config,
     LoraConfig,
     ModelConfig,
     PromptConfig,
@@ -168,17 +168,9 @@ class GCPOConfig(RunConfig):
 # --------------------------------------------------------------------------------------------------------- presets
 
 
-def _as(cls, section, **changes):
-    """``section`` (a shared config section) as the GCPO subclass ``cls``, with ``changes``."""
-    return cls(**{**{f.name: getattr(section, f.name) for f in dataclasses.fields(section)}, **changes})
-
-
 def _from_run(base: RunConfig, chunk: ChunkConfig, run_dir: str) -> GCPOConfig:
     """A shared RunConfig preset turned GCPO: same settings, ``train.units = custom``, its own run dir."""
-    sections = {f.name: getattr(base, f.name) for f in dataclasses.fields(RunConfig)}
-    sections.update(sample=_as(GCPOSampleConfig, base.sample), train=_as(GCPOTrainConfig, base.train, units="custom"),
-                    run=_as(GCPORunDirConfig, base.run, dir=run_dir))
-    return GCPOConfig(**sections, chunk=chunk)
+    return extend_run_config(GCPOConfig, base, chunk=chunk, train={"units": "custom"}, run={"dir": run_dir})
 
 
 @register_preset(GCPOConfig, "shapes")

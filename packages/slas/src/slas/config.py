@@ -29,6 +29,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from shared.flow_grpo.config import (
+    extend_run_config,
     LoraConfig,
     ModelConfig,
     PromptConfig,
@@ -121,10 +122,8 @@ class SLASConfig(RunConfig):
 
 
 def _from_run(base: RunConfig, run_dir: str, **advantage) -> SLASConfig:
-    sections = {f.name: getattr(base, f.name) for f in dataclasses.fields(RunConfig)}
-    run = SLASRunDirConfig(**{f.name: getattr(base.run, f.name) for f in dataclasses.fields(base.run)})
-    sections["run"] = dataclasses.replace(run, dir=run_dir)
-    return SLASConfig(**sections, advantage=AdvantageConfig(**advantage))
+    """A shared RunConfig preset as an SLASConfig with its own run dir and the given advantage options."""
+    return extend_run_config(SLASConfig, base, run={"dir": run_dir}, advantage=AdvantageConfig(**advantage))
 
 
 @register_preset(SLASConfig, "shapes")

@@ -39,6 +39,7 @@ from shared.training import (
 
 __all__ = [
     "ADV_STD_MODES",
+    "extend_run_config",
     "KL_CONVENTIONS",
     "LoraConfig",
     "ModelConfig",
@@ -332,6 +333,32 @@ class RunConfig(Config):
                     f"make the sizes sum to {n}")
         require(self, "sample.same_noise_per_group", not (s.same_noise_per_group and self.prompts.spread_groups),
                 "needs whole groups per process", "also set prompts.spread_groups=false")
+
+
+def extend_run_config(cls: type, base: RunConfig, **sections) -> Any:
+    """``base`` (a RunConfig, e.g. a shared preset) as the subclass ``cls`` of a package: every section of ``base``
+    is carried over — re-typed to ``cls``'s own section subclass where it declares one (so package defaults such as
+    GCPO's ``train.units`` field help stay attached) — and ``sections`` (name → section, or name → dict of field
+    changes for a carried-over section) replace or edit them.
+
+        cfg = extend_run_config(GCPOConfig, get_preset(RunConfig, "shapes"), chunk=ChunkConfig(...),
+                                train={"units": "custom"}, run={"dir": "outputs/chunk_grpo_shapes"})
+    """
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if not hasattr(base, f.name):
+            continue
+        value, target = getattr(base, f.name), hints.get(f.name)
+        if isinstance(target, type) and dataclasses.is_dataclass(target) and type(value) is not target:
+            value = target(**{g.name: getattr(value, g.name) for g in dataclasses.fields(value)})
+        values[f.name] = value
+    for name, section in sections.items():
+        values[name] = dataclasses.replace(values[name], **section) if isinstance(section, dict) else section
+    return cls(**values)
 
 
 # --------------------------------------------------------------------------------------------------------- presets
