@@ -40,21 +40,11 @@ def _small_eta(pi_old, adv, gamma):
 CASES = [(k, gamma) for k in range(5, 11) for gamma in (0.0, 0.5, 1.0)]
 
 
-def _have_scipy() -> bool:
-    try:
-        import scipy.optimize  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 # --- closed form vs generic optimisers ------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("method", ["slsqp", "projected_gradient", "newton"])
 def test_closed_form_matches_generic_solver(method):
-    if method == "slsqp" and not _have_scipy():
-        pytest.skip("scipy not installed")
     worst = 0.0
     for i, (k, gamma) in enumerate(CASES):
         pi_old, adv = _policy(k, seed=100 + i)
@@ -68,12 +58,11 @@ def test_closed_form_matches_generic_solver(method):
     assert worst < 1e-6, worst
 
 
-def test_auto_method_uses_slsqp_when_scipy_is_present():
+def test_auto_method_is_slsqp():
     pi_old, adv = _policy(6, seed=1)
     eta = _small_eta(pi_old, adv, 1.0)
     auto = solve_trust_region(pi_old, adv, eta, 1.0)
-    expected = "slsqp" if _have_scipy() else "projected_gradient"
-    assert torch.equal(auto, solve_trust_region(pi_old, adv, eta, 1.0, method=expected))
+    assert torch.equal(auto, solve_trust_region(pi_old, adv, eta, 1.0, method="slsqp"))
 
 
 def test_closed_form_is_the_maximum_among_feasible_points():
@@ -198,8 +187,7 @@ def test_outside_the_interior_the_closed_form_is_not_the_solution():
     pg = solve_trust_region(pi_old, adv, eta, gamma, method="projected_gradient")
     assert (pg >= 0).all() and abs(pg.sum().item() - 1) < 1e-12
     assert (pg - closed).abs().max() > 1e-3
-    if _have_scipy():
-        torch.testing.assert_close(solve_trust_region(pi_old, adv, eta, gamma, method="slsqp"), pg, rtol=0, atol=1e-6)
+    torch.testing.assert_close(solve_trust_region(pi_old, adv, eta, gamma, method="slsqp"), pg, rtol=0, atol=1e-6)
     # without π ≥ 0 the closed form is again the optimum
     unconstrained = solve_trust_region(pi_old, adv, eta, gamma, method="newton", nonnegative=False)
     torch.testing.assert_close(unconstrained, closed, rtol=0, atol=1e-12)

@@ -14,8 +14,8 @@ w_min > 0 replaces w(0) = 0 (which would freeze that action; card §5 edge cases
 without the constraint π ≥ 0; it is the solution of the constrained problem only while every π_a ≥ 0, i.e. for
 η ≤ `max_interior_eta`.
 
-`solve_trust_region` solves (5.1) numerically with a generic optimiser that never uses (5.3): SciPy's SLSQP (SciPy is
-a dependency of `shared`), an equality-constrained Newton–KKT iteration on autograd derivatives, or accelerated
+`solve_trust_region` solves (5.1) numerically with a generic optimiser that never uses (5.3): SciPy's SLSQP (a declared
+dependency), an equality-constrained Newton–KKT iteration on autograd derivatives, or accelerated
 projected gradient ascent onto the probability simplex. All in float64.
 """
 
@@ -222,8 +222,7 @@ def solve_trust_region(
     The optimisers see only the objective ⟨π, A⟩ − (1/η)·D_w (its gradient and Hessian by autograd) and the
     constraints, never (5.3). method: "slsqp" (SciPy), "newton" (equality-constrained Newton–KKT; the constraint
     π ≥ 0 is not imposed, and a result with a negative entry raises when nonnegative=True), "projected_gradient"
-    (FISTA onto the simplex, or onto Σπ = 1 with nonnegative=False), "auto" = slsqp if SciPy imports, else
-    projected_gradient. nonnegative: impose π ≥ 0 (the true policy constraint); (5.3) agrees with the solution
+    (FISTA onto the simplex, or onto Σπ = 1 with nonnegative=False), "auto" = slsqp. nonnegative: impose π ≥ 0 (the true policy constraint); (5.3) agrees with the solution
     only where it is ≥ 0 itself.
     """
     if method not in SOLVER_METHODS:
@@ -236,14 +235,7 @@ def solve_trust_region(
     def f(pi: Tensor) -> Tensor:
         return trust_region_objective(pi, pi_old, adv, eta, w)
 
-    if method == "auto":
-        try:
-            import scipy.optimize  # noqa: F401
-
-            method = "slsqp"
-        except ImportError:
-            method = "projected_gradient"
-    if method == "slsqp":
+    if method in ("auto", "slsqp"):
         return _slsqp(f, pi_old, nonnegative, 1e-15 if tol is None else tol, max_iter or 1000)
     if method == "newton":
         pi = _newton(f, pi_old, 1e-13 if tol is None else tol, max_iter or 50)
