@@ -188,3 +188,14 @@ def test_two_process_gloo_rejects_uneven_local_sizes():
     results = _run_two_ranks(uneven=True)
     for r in results:
         assert "equal local batch sizes" in r["error"]
+
+
+def test_batch_std_and_zero_std_rows_by_hand():
+    from shared.advantages import batch_std, zero_std_rows
+
+    x = torch.tensor([1.0, 2.0, 3.0, 6.0], dtype=torch.float64)  # mean 3, squared deviations 4, 1, 0, 9
+    assert batch_std(x).item() == pytest.approx((14 / 4) ** 0.5)
+    assert batch_std(x, ddof=1).item() == pytest.approx((14 / 3) ** 0.5)
+    assert batch_std(x[:1], ddof=1).item() == 0.0
+    rows = zero_std_rows(torch.tensor([0.3, 0.3, 0.1, 0.9, 0.5]), [7, 7, 2, 2, 4])
+    assert rows.tolist() == [True, True, False, False, True]  # a singleton group has zero std too

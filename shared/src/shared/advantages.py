@@ -28,9 +28,11 @@ from torch import Tensor
 __all__ = [
     "STD_MODES",
     "AdvantageOutput",
+    "batch_std",
     "distributed_group_advantages",
     "gather_rewards",
     "group_advantages",
+    "zero_std_rows",
 ]
 
 STD_MODES = ("group", "batch", "none")
@@ -53,6 +55,31 @@ def _as_ids(group_ids: Tensor | Sequence[int], n: int, device: torch.device) -> 
     if ids.shape != (n,):
         raise ValueError(f"group_ids must have shape ({n},) like rewards, got {tuple(ids.shape)}")
     return ids.long()
+
+
+def batch_std(x: Tensor, ddof: int = 0) -> Tensor:
+    """The std of all of ``x`` (1-d) with ``ddof`` (0 population, 1 unbiased); 0 when there are ≤ ddof values.
+    The batch scale of ``group_advantages(std="batch")`` (Flow-GRPO ``global_std``) and of slas."""
+    n = x.shape[0]
+    return torch.sqrt(((x - x.mean()) ** 2).sum() / max(n - ddof, 1)) if n > ddof else x.new_zeros(())
+
+
+def _group_extremes_equal(r: Tensor, inverse: Tensor, num_groups: int) -> Tensor:
+    """(num_groups,) bool: all rewards of the group are equal (an exact test: a float mean of equal values need
+    not equal them)."""
+    g_max = torch.full((num_groups,), -torch.inf, dtype=r.dtype, device=r.device).scatter_reduce_(
+        0, inverse, r, reduce="amax")
+    g_min = torch.full((num_groups,), torch.inf, dtype=r.dtype, device=r.device).scatter_reduce_(
+        0, inverse, r, reduce="amin")
+    return g_max == g_min
+
+
+def zero_std_rows(rewards: Tensor, group_ids: Tensor | Sequence[int]) -> Tensor:
+    """(N,) bool: the row's group has all-equal rewards (its advantage is 0 in every mode)."""
+    rewards = torch.as_tensor(rewards)
+    ids = _as_ids(group_ids, rewards.shape[0], rewards.device)
+    _, inverse, counts = torch.unique(ids, return_inverse=True, return_counts=True)
+    return _group_extremes_equal(rewards.to(torch.float64), inverse, counts.shape[0])[inverse]
 
 
 def group_advantages(
@@ -91,17 +118,13 @@ def group_advantages(
     sq = torch.zeros_like(sums).index_add_(0, inverse, centred**2)
     denom = (counts - ddof).clamp(min=1).to(torch.float64)
     group_std = torch.where(counts > ddof, torch.sqrt(sq / denom), torch.zeros_like(sums))
-    g_max = torch.full_like(sums, -torch.inf).scatter_reduce_(0, inverse, r, reduce="amax")
-    g_min = torch.full_like(sums, torch.inf).scatter_reduce_(0, inverse, r, reduce="amin")
-    zero_std = g_max == g_min  # exact test: a float mean of equal values need not equal them
+    zero_std = _group_extremes_equal(r, inverse, num_groups)
     group_std = torch.where(zero_std, torch.zeros_like(group_std), group_std)
 
     if std == "group":
         adv = centred / (group_std[inverse] + eps)
     elif std == "batch":
-        n = r.shape[0]
-        batch_std = torch.sqrt(((r - r.mean()) ** 2).sum() / max(n - ddof, 1)) if n > ddof else r.new_zeros(())
-        adv = centred / (batch_std + eps)
+        adv = centred / (batch_std(r, ddof) + eps)
     else:
         adv = centred
     adv = torch.where(zero_std[inverse], torch.zeros_like(adv), adv)

@@ -44,7 +44,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from shared.advantages import AdvantageOutput, gather_rewards, group_advantages
+from shared.advantages import AdvantageOutput, batch_std, gather_rewards, group_advantages, zero_std_rows
 from shared.errors import ConfigError
 
 __all__ = [
@@ -180,12 +180,6 @@ class SLASOutput(AdvantageOutput):
         return out
 
 
-def _std(x: Tensor, ddof: int) -> Tensor:
-    # Same expression as shared.advantages.group_advantages' batch std, so that γ = 0 matches it bit for bit.
-    n = x.shape[0]
-    return torch.sqrt(((x - x.mean()) ** 2).sum() / max(n - ddof, 1)) if n > ddof else x.new_zeros(())
-
-
 def _shape_batch(rewards: Tensor, group_ids: Tensor | Sequence[int], cfg: ShapingConfig, gamma: float) -> SLASOutput:
     """Eqs. (4.1)–(4.3) and the options on one (already gathered) batch."""
     out_dtype = rewards.dtype if rewards.dtype.is_floating_point else torch.float32
@@ -193,30 +187,24 @@ def _shape_batch(rewards: Tensor, group_ids: Tensor | Sequence[int], cfg: Shapin
     # (4.1): Δr with zero-std groups exactly 0; also validates group_ids and gives the zero-std logging.
     base = group_advantages(r, group_ids, std="none", unbiased=cfg.ddof == 1)
     delta = base.advantages
-    ids = torch.as_tensor(group_ids, device=r.device).long()
-    _, inverse, counts = torch.unique(ids, return_inverse=True, return_counts=True)
-    g_max = torch.full((counts.shape[0],), -torch.inf, dtype=r.dtype, device=r.device)
-    g_min = torch.full_like(g_max, torch.inf)
-    g_max.scatter_reduce_(0, inverse, r, reduce="amax")
-    g_min.scatter_reduce_(0, inverse, r, reduce="amin")
-    zero_row = (g_max == g_min)[inverse]
 
     if cfg.order == "normalise_then_power":
-        sigma = _std(r if cfg.sigma_b_of == "raw_rewards" else delta, cfg.ddof)  # (4.2)
+        sigma = batch_std(r if cfg.sigma_b_of == "raw_rewards" else delta, cfg.ddof)  # (4.2)
         denom = sigma + cfg.eps
         a_hat = delta / denom if denom > 0 else torch.zeros_like(delta)  # denom 0 ⇒ every Δr is 0
         adv = power(a_hat, gamma)  # (4.3)
     else:
         x = r - r.mean() if cfg.sigma_b_of == "raw_rewards" else delta
-        sigma = _std(power(x, gamma), cfg.ddof)
+        sigma = batch_std(power(x, gamma), cfg.ddof)
         denom = sigma + cfg.eps
         adv = power(delta, gamma) / denom if denom > 0 else torch.zeros_like(delta)
 
     if cfg.recentre == "group":
-        means = torch.zeros_like(g_max).index_add_(0, inverse, adv) / counts
-        adv = adv - means[inverse]  # zero-std groups: 0 − 0
-    elif cfg.recentre == "batch" and bool((~zero_row).any()):
-        adv = torch.where(zero_row, torch.zeros_like(adv), adv - adv[~zero_row].mean())
+        adv = group_advantages(adv, group_ids, std="none").advantages  # Ã − its group mean; zero-std groups stay 0
+    elif cfg.recentre == "batch":
+        zero_row = zero_std_rows(r, group_ids)
+        if bool((~zero_row).any()):
+            adv = torch.where(zero_row, torch.zeros_like(adv), adv - adv[~zero_row].mean())
 
     clip_fraction = 0.0
     if cfg.clip is not None:

@@ -64,6 +64,15 @@ SD3_ATTN = ["attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0",
 
 
 
+def _require_tags(cfg: Config, name: str) -> None:
+    """``cfg.<name>`` lists shapes-world GenEval tags only (empty is fine)."""
+    from shared.shapes import TAGS
+
+    bad = [t for t in getattr(cfg, name) if t not in TAGS]
+    require(cfg, name, not bad, f"has unknown tags {bad}",
+            f"use a subset of {', '.join(TAGS)}, e.g. --set {{field}}=colors,counting")
+
+
 @dataclass
 class ModelConfig(Config):
     path: str = config_field("assets/shapes_base", "local diffusers pipeline folder (SD3/SD3.5 or FLUX; "
@@ -120,12 +129,7 @@ class PromptConfig(Config):
         if self.source == "file":
             require(self, "file", bool(self.file) and Path(self.file).is_file(), "is not an existing prompt file",
                     "set {field} to a .txt or .jsonl prompt file, e.g. --set {field}=prompts.txt")
-        if self.tags:
-            from shared.shapes import TAGS
-
-            bad = [t for t in self.tags if t not in TAGS]
-            require(self, "tags", not bad, f"has unknown tags {bad}",
-                    f"use a subset of {', '.join(TAGS)}, e.g. --set {{field}}=colors,counting")
+        _require_tags(self, "tags")
         require_int(self, "pool_size", 1)
         require_int(self, "per_iteration", 1)
 
@@ -275,12 +279,7 @@ class RunDirConfig(Config):
         require_int(self, "eval_every", 0)
         require_int(self, "eval_per_tag", 1)
         require_int(self, "eval_steps", 1)
-        if self.eval_tags:
-            from shared.shapes import TAGS
-
-            bad = [t for t in self.eval_tags if t not in TAGS]
-            require(self, "eval_tags", not bad, f"has unknown tags {bad}",
-                    f"use a subset of {', '.join(TAGS)}, e.g. --set {{field}}={','.join(TAGS)}")
+        _require_tags(self, "eval_tags")
         require(self, "eval_guidance", self.eval_guidance == 0 or self.eval_guidance >= 1, "must be 0 or >= 1",
                 "set {field}=0 to reuse sample.guidance_scale")
         require_int(self, "eval_hybrid_steps", 0)

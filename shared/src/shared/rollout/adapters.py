@@ -397,10 +397,15 @@ class SD1Adapter(_PipelineAdapter):
             )
         return t
 
+    @staticmethod
+    def _broadcast(sigma: Tensor, like: Tensor) -> Tensor:
+        """σ (0-d or per sample) as float32 on ``like``'s device, broadcastable to ``like``."""
+        sig = sigma.to(like.device, torch.float32)
+        return sig if sig.ndim == 0 else sig.view(-1, *([1] * (like.ndim - 1)))
+
     def _scale(self, sigma: Tensor, like: Tensor) -> Tensor:
-        """c(σ) broadcastable to ``like`` (σ 0-d or per sample)."""
-        c = vp_scale(sigma.to(like.device, torch.float32))
-        return c if c.ndim == 0 else c.view(-1, *([1] * (like.ndim - 1)))
+        """c(σ) broadcastable to ``like``."""
+        return vp_scale(self._broadcast(sigma, like))
 
     def to_flow(self, latents: Tensor, sigma: Tensor) -> Tensor:
         """x = y / c(σ)."""
@@ -426,9 +431,7 @@ class SD1Adapter(_PipelineAdapter):
                                 torch.cat([cond.negative_prompt_embeds, cond.prompt_embeds])).float()
             eps_u, eps_c = out.chunk(2)
             eps = _guided(eps_u, eps_c, guidance_scale, detach_uncond)
-        sig = sigma.to(x.device, torch.float32)
-        sig = sig if sig.ndim == 0 else sig.view(-1, *([1] * (x.ndim - 1)))
-        return (eps - x) / (1 - sig)
+        return (eps - x) / (1 - self._broadcast(sigma, x))
 
     def decode(self, latents: Tensor, height: int, width: int) -> Tensor:
         return self._vae_decode(latents)
