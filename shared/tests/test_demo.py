@@ -41,8 +41,10 @@ def test_cli_report(tiny_base, tmp_path, capsys):
 
 
 def test_missing_model_names_the_fix(tmp_path):
-    with pytest.raises(FileNotFoundError, match="--model"):
+    with pytest.raises(FileNotFoundError, match="local model folder.*train_shapes_base"):
         resolve_model(tmp_path / "nope")
+    with pytest.raises(FileNotFoundError, match="train_shapes_masked_base"):
+        resolve_model(tmp_path / "nope", rebuild="tools/train_shapes_masked_base.py")
 
 
 def test_committed_base_is_small_and_loads():

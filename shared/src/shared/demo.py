@@ -23,8 +23,9 @@ import torch
 DEFAULT_MODEL = "assets/shapes_base"
 
 
-def resolve_model(path: str | Path) -> Path:
-    """``path`` as given, else (for the default) the copy in this checkout's ``assets/``; clear error if neither exists."""
+def resolve_model(path: str | Path, *, rebuild: str = "tools/train_shapes_base.py") -> Path:
+    """``path`` as given, else (for a committed default such as ``assets/shapes_base``) the copy in this checkout;
+    clear error if neither exists. ``rebuild`` names the script that recreates the committed folder."""
     p = Path(path)
     if p.is_dir():
         return p
@@ -32,8 +33,8 @@ def resolve_model(path: str | Path) -> Path:
     if not p.is_absolute() and in_checkout.is_dir():
         return in_checkout
     raise FileNotFoundError(
-        f"model folder {path} not found; pass --model with a pipeline folder (save_pretrained layout), "
-        "e.g. the committed assets/shapes_base of the repository, or rebuild it with tools/train_shapes_base.py"
+        f"model folder {path} not found; pass a local model folder (save_pretrained layout), e.g. a committed "
+        f"assets/ folder of the repository, or rebuild it with {rebuild}"
     )
 
 

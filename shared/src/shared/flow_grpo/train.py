@@ -55,8 +55,11 @@ from shared.rollout import SamplerConfig, Trajectory, micro_batches, sample
 from shared.training import (
     EMA,
     FaultGuard,
+    MeanTracker,
     FieldError,
     MetricsLogger,
+    any_process,
+    average_gradients,
     capture_rng_state,
     latest_checkpoint,
     load_checkpoint,
@@ -114,49 +117,6 @@ def _score(reward, traj, guard: FaultGuard, device) -> tuple[torch.Tensor, torch
     return filled, keep, metrics
 
 
-class _Stats:
-    """Means of per-slot metrics over an iteration (grad_norm: per optimiser step); ratio_min / ratio_max are the
-    extremes."""
-
-    def __init__(self) -> None:
-        self.sums: dict[str, float] = {}
-        self.counts: dict[str, int] = {}
-        self.extremes: dict[str, float] = {}
-
-    def add(self, metrics: dict[str, float]) -> None:
-        for k, v in metrics.items():
-            if k == "ratio_min":
-                self.extremes[k] = min(self.extremes.get(k, math.inf), v)
-            elif k == "ratio_max":
-                self.extremes[k] = max(self.extremes.get(k, -math.inf), v)
-            else:
-                self.sums[k] = self.sums.get(k, 0.0) + v
-                self.counts[k] = self.counts.get(k, 0) + 1
-
-    def result(self) -> dict[str, float]:
-        return {**{k: self.sums[k] / self.counts[k] for k in self.sums}, **self.extremes}
-
-
-def _any_rank(flag: bool, accelerator) -> bool:
-    """OR of ``flag`` over processes."""
-    if accelerator.num_processes == 1:
-        return flag
-    t = torch.tensor([float(flag)], device=accelerator.device)
-    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-    return bool(t.item() > 0)
-
-
-def _sync_grads(params: list[torch.nn.Parameter], world: int) -> None:
-    """Average gradients over processes (the transformer is not DDP-wrapped: units differ in their forward count)."""
-    if world == 1:
-        return
-    for p in params:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-        torch.distributed.all_reduce(p.grad)
-        p.grad.div_(world)
-
-
 def resolve_selector(cfg: RunConfig, selector: UnitSelector | None) -> UnitSelector:
     """``selector`` if given (whatever ``train.units`` says), else the built-in named by ``train.units``."""
     if selector is not None:
@@ -197,7 +157,7 @@ class _Loop:
     mb: int
 
 
-def _backward_part(loop: _Loop, traj: Trajectory, adv: torch.Tensor, units: Units, lo: int, stats: _Stats) -> None:
+def _backward_part(loop: _Loop, traj: Trajectory, adv: torch.Tensor, units: Units, lo: int, stats: MeanTracker) -> None:
     """Accumulate the gradient of one part [lo, lo + part): per micro-batch, one backward per unit slot."""
     t = loop.cfg.train
     for sl in micro_batches(loop.part, loop.mb):
@@ -214,9 +174,9 @@ def _backward_part(loop: _Loop, traj: Trajectory, adv: torch.Tensor, units: Unit
             stats.add(out.metrics)
 
 
-def _optimiser_step(loop: _Loop, stats: _Stats) -> bool:
+def _optimiser_step(loop: _Loop, stats: MeanTracker) -> bool:
     """Average gradients over processes, clip, step (skipped on non-finite values), EMA."""
-    _sync_grads(loop.policy.params, loop.accelerator.num_processes)
+    average_gradients(loop.policy.params)
     named = list(zip(loop.policy.names, loop.policy.params, strict=True))
     max_norm = loop.cfg.train.max_grad_norm or math.inf
     if not loop.guard.step(loop.optimizer, named, max_grad_norm=max_norm,
@@ -228,7 +188,7 @@ def _optimiser_step(loop: _Loop, stats: _Stats) -> bool:
     return True
 
 
-def _update(loop: _Loop, traj: Trajectory, adv: torch.Tensor, units: Units, stats: _Stats) -> int:
+def _update(loop: _Loop, traj: Trajectory, adv: torch.Tensor, units: Units, stats: MeanTracker) -> int:
     """One pass over the rollout: per part, accumulate every slot's loss, then one optimiser step."""
     steps = 0
     for lo in range(0, traj.batch_size, loop.part):
@@ -361,9 +321,9 @@ def train(cfg: RunConfig, *, pipeline=None, selector: UnitSelector | None = None
         if callable(getattr(adv_out, "stats", None)):
             metrics.update({f"adv/{k}": float(v) for k, v in adv_out.stats().items()})
         # 3. units chosen on this rollout; clipped loss slot by slot, one optimiser step per part
-        stats, n_steps = _Stats(), 0
+        stats, n_steps = MeanTracker(), 0
         unit_gen = torch.Generator().manual_seed(mix_seed(t.seed, it, rank, 2))
-        for _ in range(t.inner_epochs if _any_rank(bool(keep.any()), accelerator) else 0):  # else: all rewards bad
+        for _ in range(t.inner_epochs if any_process(bool(keep.any()), accelerator.device) else 0):  # else: all rewards bad
             units = check_units(selector(cfg.sample.num_steps, n_local, unit_gen, traj=traj), batch=n_local,
                                 sde_mask=traj.sde_mask)
             n_steps += _update(loop, traj, adv, units, stats)

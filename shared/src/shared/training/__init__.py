@@ -63,9 +63,10 @@ from shared.training.config import (
     to_dict,
     validate_config,
 )
+from shared.training.distributed import any_process, average_gradients
 from shared.training.ema import EMA
 from shared.training.faults import FaultGuard, SanitizedRewards, sanitize_rewards
-from shared.training.metrics import METRICS_FILE, MetricsLogger, read_metrics
+from shared.training.metrics import METRICS_FILE, MeanTracker, MetricsLogger, read_metrics
 from shared.training.plots import plot_curves, save_image_grid, to_pil_images
 from shared.training.prompts import load_prompt_file, load_prompts
 
@@ -76,8 +77,11 @@ __all__ = [
     "Config",
     "FaultGuard",
     "FieldError",
+    "MeanTracker",
     "MetricsLogger",
     "SanitizedRewards",
+    "any_process",
+    "average_gradients",
     "build_arg_parser",
     "capture_rng_state",
     "checkpoint_step",

@@ -39,6 +39,7 @@ from typing import Any, NamedTuple
 import torch
 
 from shared.errors import TooManyFaultsError
+from shared.training.distributed import any_process
 
 __all__ = ["FaultGuard", "SanitizedRewards", "sanitize_rewards"]
 
@@ -78,16 +79,6 @@ def _tensor_list(parameters: Iterable[Any]) -> list[tuple[str, torch.Tensor]]:
         else:
             out.append((f"parameter[{i}]", p))
     return out
-
-
-def _any_process(flag: bool, device: torch.device) -> bool:
-    """OR of ``flag`` over all processes when torch.distributed is initialised (else ``flag``)."""
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        t = torch.tensor([1.0 if flag else 0.0], device=device)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return bool(t.item() > 0)
-    return flag
 
 
 class FaultGuard:
@@ -177,7 +168,7 @@ class FaultGuard:
         grad_problem = self.grad_problem(named)
         problem = self._pending or grad_problem
         self._pending = None
-        bad = _any_process(problem is not None, device)
+        bad = any_process(problem is not None, device)
         if bad and problem is None:
             problem = "non-finite loss or gradient on another process"
         grad_norm = None

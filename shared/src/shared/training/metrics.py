@@ -14,6 +14,7 @@ Only the main process should log: ``MetricsLogger(run_dir, enabled=accelerator.i
 from __future__ import annotations
 
 import json
+import math
 import numbers
 import os
 from collections.abc import Mapping
@@ -179,3 +180,27 @@ class MetricsLogger:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class MeanTracker:
+    """Means of repeatedly reported metrics (e.g. per micro-batch loss metrics over an iteration); keys named in
+    ``minimum`` / ``maximum`` keep their extreme instead (``ratio_min``, ``ratio_max`` by default)."""
+
+    def __init__(self, minimum: tuple[str, ...] = ("ratio_min",), maximum: tuple[str, ...] = ("ratio_max",)) -> None:
+        self.minimum, self.maximum = set(minimum), set(maximum)
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+        self.extremes: dict[str, float] = {}
+
+    def add(self, metrics: Mapping[str, float]) -> None:
+        for k, v in metrics.items():
+            if k in self.minimum:
+                self.extremes[k] = min(self.extremes.get(k, math.inf), v)
+            elif k in self.maximum:
+                self.extremes[k] = max(self.extremes.get(k, -math.inf), v)
+            else:
+                self.sums[k] = self.sums.get(k, 0.0) + v
+                self.counts[k] = self.counts.get(k, 0) + 1
+
+    def result(self) -> dict[str, float]:
+        return {**{k: self.sums[k] / self.counts[k] for k in self.sums}, **self.extremes}
