@@ -46,6 +46,14 @@ def train_curve(metrics: list[dict]) -> list[float]:
     return [r["reward_mean"] for r in metrics if r["step"] > 0 and "reward_mean" in r]
 
 
+def steps_to_threshold(curve: list[float], threshold: float, window: int = 5) -> int | None:
+    """The first iteration (1-based) whose trailing ``window``-iteration mean reaches ``threshold``; None if never."""
+    for k in range(window, len(curve) + 1):
+        if statistics.fmean(curve[k - window:k]) >= threshold:
+            return k
+    return None
+
+
 def last_eval(metrics: list[dict], key: str) -> float:
     return next(r[key] for r in reversed(metrics) if key in r)
 

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from arms import mean_std, plot_curves, run_parallel, summarise, table, train_curve  # noqa: E402
+from arms import mean_std, plot_curves, run_parallel, steps_to_threshold, summarise, table, train_curve  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 OOD = ("two_object", "position", "color_attr")
@@ -58,14 +58,6 @@ def run_arm(arm: str, seed: int, args) -> None:
                  f"run.eval_every={args.eval_every}", f"run.eval_per_tag={args.eval_per_tag}", "run.grids=false",
                  "run.progress=false", f"run.save_every={args.iterations}", *args.set, *ARMS[arm]]
     train(load_config(SLASConfig, preset="shapes", overrides=overrides))
-
-
-def steps_to_threshold(curve: list[float], threshold: float, window: int = 5) -> int | None:
-    """The first iteration (1-based) whose trailing ``window``-iteration mean reaches ``threshold``; None if never."""
-    for k in range(window, len(curve) + 1):
-        if statistics.fmean(curve[k - window:k]) >= threshold:
-            return k
-    return None
 
 
 def ood_score(record: dict) -> float:
