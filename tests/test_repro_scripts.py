@@ -20,19 +20,20 @@ def _load(name: str):
 
 
 def test_steps_to_threshold_uses_the_trailing_mean():
-    s = _load("slas_vs_dance")
+    s = _load("arms")
     curve = [0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0]
     assert s.steps_to_threshold(curve, 0.6, window=5) == 8  # means at 5..8: 0, .2, .4, .6
     assert s.steps_to_threshold(curve, 0.7, window=5) is None
     assert s.steps_to_threshold([0.9] * 5, 0.9, window=5) == 5
 
 
-@pytest.mark.parametrize(("script", "arms"), [("slas_vs_dance", "dance,slas_g1"), ("chunk_vs_step", "step,dance_grpo")])
+@pytest.mark.parametrize(("script", "arms"), [("slas_vs_dance", "dance,slas_g1"), ("chunk_vs_step", "step,dance_grpo"),
+                                              ("mask_grpo_ablation", "p1,unmask")])
 def test_repro_script_runs_tiny(tmp_path, script, arms):
     out = tmp_path / "res"
     argv = ["--arms", arms, "--seeds", "1", "--iterations", "2", "--eval-per-tag", "1", "--runs", str(tmp_path / "runs"),
             "--out", str(out), "--set", "prompts.per_iteration=1", "--set", "sample.group_size=2", "--jobs", "2"]
-    if script == "slas_vs_dance":
+    if script in ("slas_vs_dance", "mask_grpo_ablation"):
         argv += ["--eval-every", "1"]
     _load(script).main(argv)
     data = json.loads(out.with_suffix(".json").read_text())

@@ -1,0 +1,3 @@
+from mask_grpo.cli import main
+
+raise SystemExit(main())
