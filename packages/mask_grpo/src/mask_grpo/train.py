@@ -63,7 +63,7 @@ from mask_grpo.policy import Cond, MaskedPolicy, index_cond
 from mask_grpo.replay import replay_log_probs
 from mask_grpo.sampler import SamplerConfig, Trajectory, sample
 
-__all__ = ["Rollout", "lr_lambda", "rollout", "sampler_config", "train"]
+__all__ = ["Rollout", "eval_micro_batch", "lr_lambda", "rollout", "sampler_config", "train"]
 
 
 def sampler_config(cfg: MaskGRPOConfig, *, evaluation: bool = False) -> SamplerConfig:
@@ -204,6 +204,12 @@ def _evaluate(policy: MaskedPolicy, records: list[dict], reward, ecfg: SamplerCo
     return out, ro.images[::samples]
 
 
+def eval_micro_batch(cfg: MaskGRPOConfig) -> int:
+    """Samples per evaluation forward: `sample.micro_batch_size`, else 64. Fixed by the config alone (not by the
+    rollout layout), since the micro-batching decides the order of the random draws and so the evaluation images."""
+    return cfg.sample.micro_batch_size or 64
+
+
 def _eval_records(cfg: MaskGRPOConfig, pool: list[dict]) -> list[dict]:
     if cfg.prompts.source == "shapes":
         from shared.shapes import eval_prompts
@@ -252,7 +258,7 @@ def train(cfg: MaskGRPOConfig, *, policy: MaskedPolicy | None = None, reward=Non
     scfg, ecfg = sampler_config(cfg), sampler_config(cfg, evaluation=True)
     records = _eval_records(cfg, pool)
     grid_records = records[:: max(1, len(records) // 12)][:12]
-    eval_kw = dict(seed=t.seed, samples=cfg.run.eval_samples, micro_batch=max(mb, 1),
+    eval_kw = dict(seed=t.seed, samples=cfg.run.eval_samples, micro_batch=eval_micro_batch(cfg),
                    shapes=cfg.prompts.source == "shapes", autocast=accelerator.autocast)
     it_box = [0]
 
