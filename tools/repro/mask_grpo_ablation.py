@@ -3,11 +3,11 @@
 Arms (all from the committed shapes-world masked base with the mask_grpo ``shapes`` preset: same prompts, reward,
 sampler, learning rate, budget and seeds; one change each):
 
-* ``p1``          the paper's transition probability p_θ1 (Eq. 14), filter on, β = 0 (the default run)
-* ``p2``          p_θ2 (Eq. 15): committed tokens only (the paper: works, converges slower than p_θ1)
+* ``p2``          the preset (the default run): p_θ2 (Eq. 15), committed tokens only, filter on, β = 0
+* ``p1``          the paper's p_θ1 (Eq. 14): p_θ2 plus the re-masked positions' mass below κ_t
 * ``ar``          AR-style: every masked position's drawn token (the paper: trains badly)
-* ``no_filter``   p_θ1 without the vanishing-sample filter (the paper: 0.60 vs 0.73 on GenEval)
-* ``kl``          p_θ1 with a k3 KL to a frozen copy of the base, β = ``--kl-beta`` (the paper: 0.62 with KL)
+* ``no_filter``   the preset without the vanishing-sample filter (the paper: 0.60 vs 0.73 on GenEval)
+* ``kl``          the preset with a k3 KL to a frozen copy of the base, β = ``--kl-beta`` (the paper: 0.62 with KL)
 * ``unmask``      the unmasking reduction: rollouts and training with ``--reduced-steps`` iterations, evaluation
                   with the preset's full count (the paper: T 50 → 20, 0.66)
 
@@ -40,8 +40,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def arms(args) -> dict[str, list[str]]:
     return {
-        "p1": [],
-        "p2": ["train.logprob=p2"],
+        "p2": [],
+        "p1": ["train.logprob=p1"],
         "ar": ["train.logprob=ar"],
         "no_filter": ["filter.enabled=false"],
         "kl": [f"train.kl_beta={args.kl_beta}"],
@@ -66,9 +66,9 @@ def run_arm(arm: str, seed: int, args) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--arms", default="p1,p2,ar,no_filter,kl,unmask", help="comma-separated arms (module doc)")
+    p.add_argument("--arms", default="p2,p1,ar,no_filter,kl,unmask", help="comma-separated arms (module doc)")
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--iterations", type=int, default=40, help="iterations per run (the preset's budget)")
+    p.add_argument("--iterations", type=int, default=30, help="iterations per run (the preset's budget)")
     p.add_argument("--eval-every", type=int, default=20)
     p.add_argument("--eval-per-tag", type=int, default=32, help="evaluation prompts per category (2 samples each)")
     p.add_argument("--kl-beta", type=float, default=0.04, help="β of the kl arm")
