@@ -46,21 +46,21 @@ def _evaluate_mask_run(state: dict, base: bool, *, per_tag: int, tags: list[str]
 
     from mask_grpo.backends import load_policy
     from mask_grpo.config import MaskGRPOConfig
-    from mask_grpo.train import _evaluate, eval_micro_batch, sampler_config
+    from mask_grpo.train import eval_micro_batch, evaluate, sampler_config
 
     cfg = load_config(MaskGRPOConfig, state["config"])
     policy = load_policy(cfg.model)
     records = eval_prompts(per_tag=per_tag, tags=tags or cfg.run.eval_tags or cfg.prompts.tags or None)
     kw = dict(seed=seed, samples=samples, micro_batch=eval_micro_batch(cfg), shapes=True, autocast=contextlib.nullcontext)
     reward, ecfg = build_reward_fn(cfg.reward), sampler_config(cfg, evaluation=True)
-    before = _evaluate(policy, records, reward, ecfg, **kw)[0] if base else None
+    before = evaluate(policy, records, reward, ecfg, **kw)[0] if base else None
     module = policy.trainable()
     module.load_state_dict(state["model"])
     if state.get("ema") is not None:
         ema = EMA([p for p in module.parameters() if p.requires_grad], cfg.train.ema_decay)
         ema.load_state_dict(state["ema"])
         ema.copy_to()
-    return before, _evaluate(policy, records, reward, ecfg, **kw)[0]
+    return before, evaluate(policy, records, reward, ecfg, **kw)[0]
 
 
 def evaluate_runs(runs: list[Path], *, per_tag: int, tags: list[str] | None, seed: int, samples: int = 2) -> dict:

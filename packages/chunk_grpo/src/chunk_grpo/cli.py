@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from shared.errors import CheckpointError
 from shared.flow_grpo.cli import print_summary
-from shared.training import build_arg_parser, config_from_args
+from shared.training import add_train_command, config_from_args
 
 from chunk_grpo.config import GCPOConfig
 
@@ -37,11 +37,7 @@ def _parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, argpar
     top = argparse.ArgumentParser(prog="chunk-grpo", formatter_class=_RAW,
                                   description="Chunk-level GRPO (GCPO) for flow-matching text-to-image models.")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    train_p = sub.add_parser("train", formatter_class=_RAW, help="train with GCPO (config fields below)",
-                             description=(GCPOConfig.__doc__ or "").strip())
-    build_arg_parser(GCPOConfig, parser=train_p)
-    train_p.set_defaults(preset="shapes")  # `chunk-grpo train` alone: the CPU shapes-world run
-    train_p.description += "\n\nWithout --preset the `shapes` preset is used (tiny shapes-world base, CPU, minutes)."
+    train_p = add_train_command(sub, GCPOConfig, help="train with GCPO (config fields below)")
     l1 = sub.add_parser("l1rel", formatter_class=_RAW, help="plot a model's L1rel curve and the chunks it yields",
                         description="Sample shapes prompts with the SDE sampler, plot L1rel (Eq. 16) mean ± std and "
                         "the fixed / uniform / adaptive chunks; writes PNG and JSON.")

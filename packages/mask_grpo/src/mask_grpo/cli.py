@@ -12,7 +12,7 @@ import argparse
 from collections.abc import Sequence
 
 from shared.flow_grpo.cli import print_summary
-from shared.training import build_arg_parser, config_from_args
+from shared.training import add_train_command, config_from_args
 
 from mask_grpo.config import MaskGRPOConfig
 
@@ -26,12 +26,8 @@ def _parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
                                   description="Mask-GRPO: GRPO for masked generative text-to-image models "
                                   "(the shapes-world base, aMUSEd, Show-o).")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    train_p = sub.add_parser("train", formatter_class=_RAW, help="train with Mask-GRPO (config fields below)",
-                             description=(MaskGRPOConfig.__doc__ or "").strip())
-    build_arg_parser(MaskGRPOConfig, parser=train_p)
-    train_p.set_defaults(preset="shapes")
-    train_p.description += ("\n\nWithout --preset the `shapes` preset is used (shapes-world masked base, CPU, "
-                            "minutes). Presets: shapes, showo-512, amused-512.")
+    train_p = add_train_command(sub, MaskGRPOConfig, help="train with Mask-GRPO (config fields below)",
+                                note="shapes-world masked base, CPU, minutes")
     top.epilog = "commands: train; `mask-grpo train --help` lists every option.\n\ntrain " + (train_p.epilog or "")
     return top, train_p
 

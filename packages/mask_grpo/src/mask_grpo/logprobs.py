@@ -31,12 +31,13 @@ DEFAULT_FLOOR = 1e-12
 
 
 def step_terms(logits: Tensor, drawn: Tensor, masked: Tensor, committed: Tensor, kappa: Tensor, *,
-               floor: float = DEFAULT_FLOOR) -> dict[str, Tensor]:
+               floor: float = DEFAULT_FLOOR, below: bool = True) -> dict[str, Tensor]:
     """The per-sample pieces of one transition, each (B,) float32.
 
     logits (B, N, K) (guided if the sampler guided); drawn (B, N) tokens drawn at this step; masked (B, N) bool M_t;
     committed (B, N) bool CaM_t ⊆ M_t; kappa (B,) the threshold κ_t. Returns
     `commit` = Σ_{CaM_t} log p(y), `remask_drawn` = Σ_{R_t} log p(y), `remask_below` = Σ_{R_t} log max(mass_<κ, floor).
+    `below=False` skips `remask_below` (a (B, N, K) pass only p_θ1 needs).
     """
     logp = torch.log_softmax(logits.float(), dim=-1)
     tok_logp = torch.gather(logp, -1, drawn[..., None].long())[..., 0]
@@ -44,12 +45,13 @@ def step_terms(logits: Tensor, drawn: Tensor, masked: Tensor, committed: Tensor,
     zero = torch.zeros_like(tok_logp)
     commit = torch.where(committed, tok_logp, zero).sum(dim=-1)
     remask_drawn = torch.where(remasked, tok_logp, zero).sum(dim=-1)
-    probs = logp.exp()
-    below = probs.detach() < kappa.detach().float()[:, None, None]
-    mass = (probs * below).sum(dim=-1)
-    log_mass = torch.log(mass.clamp(min=floor))
-    remask_below = torch.where(remasked, log_mass, zero).sum(dim=-1)
-    return {"commit": commit, "remask_drawn": remask_drawn, "remask_below": remask_below}
+    terms = {"commit": commit, "remask_drawn": remask_drawn}
+    if below:
+        probs = logp.exp()
+        is_below = probs.detach() < kappa.detach().float()[:, None, None]
+        log_mass = torch.log((probs * is_below).sum(dim=-1).clamp(min=floor))
+        terms["remask_below"] = torch.where(remasked, log_mass, zero).sum(dim=-1)
+    return terms
 
 
 def combine(kind: str, terms: dict[str, Tensor]) -> Tensor:
@@ -68,4 +70,4 @@ def transition_log_prob(kind: str, logits: Tensor, drawn: Tensor, masked: Tensor
     """log π_θ(a_t | s_t) (B,) of one transition under `kind` (module doc)."""
     if kind not in KINDS:
         raise ValueError(f"log-prob kind must be one of {KINDS}, got {kind!r}")
-    return combine(kind, step_terms(logits, drawn, masked, committed, kappa, floor=floor))
+    return combine(kind, step_terms(logits, drawn, masked, committed, kappa, floor=floor, below=kind == "p1"))

@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 from shared.advantages import distributed_group_advantages
-from shared.flow_grpo.evaluation import save_curves
+from shared.flow_grpo.evaluation import eval_records, save_curves
 from shared.flow_grpo.prompts import load_prompt_pool, local_batch, mix_seed
 from shared.flow_grpo.train import build_reward_fn
 from shared.losses import clipped_surrogate, kl_estimator
@@ -63,7 +63,7 @@ from mask_grpo.policy import Cond, MaskedPolicy, index_cond
 from mask_grpo.replay import replay_log_probs
 from mask_grpo.sampler import SamplerConfig, Trajectory, sample
 
-__all__ = ["Rollout", "eval_micro_batch", "lr_lambda", "rollout", "sampler_config", "train"]
+__all__ = ["Rollout", "eval_micro_batch", "evaluate", "lr_lambda", "rollout", "sampler_config", "train"]
 
 
 def sampler_config(cfg: MaskGRPOConfig, *, evaluation: bool = False) -> SamplerConfig:
@@ -187,7 +187,7 @@ def _update(cfg: MaskGRPOConfig, policy: MaskedPolicy, reference: MaskedPolicy |
 
 
 @torch.no_grad()
-def _evaluate(policy: MaskedPolicy, records: list[dict], reward, ecfg: SamplerConfig, *, seed: int, samples: int,
+def evaluate(policy: MaskedPolicy, records: list[dict], reward, ecfg: SamplerConfig, *, seed: int, samples: int,
               micro_batch: int, shapes: bool, autocast) -> tuple[dict, torch.Tensor]:
     """Fixed prompts (each `samples` times) from a fixed seed: eval/reward_mean and, on the shapes world,
     eval/geneval and eval/<tag>. Returns the metrics and the images of the first sample of each prompt."""
@@ -208,14 +208,6 @@ def eval_micro_batch(cfg: MaskGRPOConfig) -> int:
     """Samples per evaluation forward: `sample.micro_batch_size`, else 64. Fixed by the config alone (not by the
     rollout layout), since the micro-batching decides the order of the random draws and so the evaluation images."""
     return cfg.sample.micro_batch_size or 64
-
-
-def _eval_records(cfg: MaskGRPOConfig, pool: list[dict]) -> list[dict]:
-    if cfg.prompts.source == "shapes":
-        from shared.shapes import eval_prompts
-
-        return eval_prompts(per_tag=cfg.run.eval_per_tag, tags=cfg.run.eval_tags or cfg.prompts.tags or None)
-    return pool[: 6 * cfg.run.eval_per_tag]
 
 
 def train(cfg: MaskGRPOConfig, *, policy: MaskedPolicy | None = None, reward=None) -> dict:
@@ -256,7 +248,7 @@ def train(cfg: MaskGRPOConfig, *, policy: MaskedPolicy | None = None, reward=Non
                                   history=cfg.filter.history, max_tries=cfg.filter.max_tries)
             if cfg.filter.enabled else None)
     scfg, ecfg = sampler_config(cfg), sampler_config(cfg, evaluation=True)
-    records = _eval_records(cfg, pool)
+    records = eval_records(cfg, pool)
     grid_records = records[:: max(1, len(records) // 12)][:12]
     eval_kw = dict(seed=t.seed, samples=cfg.run.eval_samples, micro_batch=eval_micro_batch(cfg),
                    shapes=cfg.prompts.source == "shapes", autocast=accelerator.autocast)
@@ -272,7 +264,7 @@ def train(cfg: MaskGRPOConfig, *, policy: MaskedPolicy | None = None, reward=Non
         accelerator.wait_for_everyone()
 
     def grid(name: str) -> None:
-        _, images = _evaluate(policy, grid_records, reward, ecfg, **{**eval_kw, "samples": 1, "shapes": False})
+        _, images = evaluate(policy, grid_records, reward, ecfg, **{**eval_kw, "samples": 1, "shapes": False})
         captions = [r["prompt"].removeprefix("a photo of ") for r in grid_records]
         save_image_grid(images, run_dir / f"{name}.png", captions=captions, scale=max(1, 96 // images.shape[-1]),
                         nrow=6)
@@ -295,7 +287,7 @@ def train(cfg: MaskGRPOConfig, *, policy: MaskedPolicy | None = None, reward=Non
         if cfg.run.grids:
             grid("samples_before")
         if cfg.run.eval_every:
-            logger.log(_evaluate(policy, records, reward, ecfg, **eval_kw)[0], 0)
+            logger.log(evaluate(policy, records, reward, ecfg, **eval_kw)[0], 0)
 
     last: dict = {}
     bar = progress(range(start + 1, t.iterations + 1), initial=start, desc="mask-grpo",
@@ -355,7 +347,7 @@ def train(cfg: MaskGRPOConfig, *, policy: MaskedPolicy | None = None, reward=Non
         # 4. evaluation, logging, checkpoints
         if main and cfg.run.eval_every and (it % cfg.run.eval_every == 0 or it == t.iterations):
             with averaged():
-                metrics.update(_evaluate(policy, records, reward, ecfg, **eval_kw)[0])
+                metrics.update(evaluate(policy, records, reward, ecfg, **eval_kw)[0])
         last = logger.log(metrics, it)
         bar.set_postfix(reward=f"{metrics['reward_mean']:.3f}")
         if (cfg.run.save_every and it % cfg.run.save_every == 0) or it == t.iterations:

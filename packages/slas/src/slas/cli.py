@@ -12,7 +12,7 @@ import argparse
 from collections.abc import Sequence
 
 from shared.flow_grpo.cli import print_summary
-from shared.training import build_arg_parser, config_from_args
+from shared.training import add_train_command, config_from_args
 
 from slas.config import ADVANTAGE_MODES, SLASConfig
 
@@ -26,14 +26,10 @@ def _parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
                                   description="Super-Linear Advantage Shaping (SLAS, reconstructed from the abstract) "
                                   "on the shared flow-GRPO trainer, with the DanceGRPO baseline.")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    train_p = sub.add_parser("train", formatter_class=_RAW, help="train (config fields below)",
-                             description=(SLASConfig.__doc__ or "").strip())
-    build_arg_parser(SLASConfig, parser=train_p)
+    train_p = add_train_command(sub, SLASConfig, help="train (config fields below)")
     train_p.add_argument("--advantage", choices=ADVANTAGE_MODES, default=None,
                          help="shorthand for --set advantage.mode=...: dance (DanceGRPO baseline) or slas")
     train_p.add_argument("--gamma", type=float, default=None, help="shorthand for --set advantage.gamma=...")
-    train_p.set_defaults(preset="shapes")
-    train_p.description += "\n\nWithout --preset the `shapes` preset is used (tiny shapes-world base, CPU, minutes)."
     top.epilog = "commands: train; `slas train --help` for every option.\n\ntrain " + (train_p.epilog or "")
     return top, train_p
 

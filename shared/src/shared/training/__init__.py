@@ -44,6 +44,7 @@ from shared.training.checkpoint import (
 from shared.training.config import (
     Config,
     FieldError,
+    add_train_command,
     build_arg_parser,
     config_field,
     config_from_args,
@@ -80,6 +81,7 @@ __all__ = [
     "MeanTracker",
     "MetricsLogger",
     "SanitizedRewards",
+    "add_train_command",
     "any_process",
     "average_gradients",
     "build_arg_parser",

@@ -339,6 +339,17 @@ class MagvitV2(nn.Module):
         return out
 
 
+def read_config_json(directory: str | Path, release: str) -> tuple[Path, dict]:
+    """(path, parsed) of `directory`/config.json of a local copy of `release`; FileNotFoundError naming the fix."""
+    d = Path(directory)
+    if not d.is_dir():
+        raise FileNotFoundError(f"directory {d} does not exist: download {release} into it")
+    path = d / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: download {release} (config.json and weights) into {d}")
+    return path, json.loads(path.read_text())
+
+
 def find_weights(directory: Path, what: str) -> Path:
     """The first of `WEIGHT_NAMES` present in `directory`, or a FileNotFoundError naming all of them and the fix."""
     for name in WEIGHT_NAMES:
@@ -376,13 +387,9 @@ def load_magvitv2(vq_dir: str | Path, config: MagvitV2Config | None = None) -> M
     dict must match exactly (`strict=True`), so a size mismatch fails loudly with the offending keys.
     """
     d = Path(vq_dir)
-    if not d.is_dir():
-        raise FileNotFoundError(f"MAGVIT-v2 directory {d} does not exist: download showlab/magvitv2 into it")
-    cfg_path = d / "config.json"
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"{cfg_path} not found: download showlab/magvitv2 (config.json and weights) into {d}")
+    _, raw = read_config_json(d, "showlab/magvitv2")
     if config is None:
-        config = MagvitV2Config.from_dict(json.loads(cfg_path.read_text()))
+        config = MagvitV2Config.from_dict(raw)
     model = MagvitV2(config)
     state = load_state_dict_file(find_weights(d, "showlab/magvitv2"))
     try:

@@ -69,6 +69,7 @@ from mask_grpo.backends.magvitv2 import (
     MagvitV2,
     MagvitV2Config,
     find_weights,
+    read_config_json,
     load_magvitv2,
     load_state_dict_file,
     save_state_dict,
@@ -430,12 +431,7 @@ def from_pretrained(
     text-to-image does not use them.
     """
     sdir = Path(showo_dir)
-    if not sdir.is_dir():
-        raise FileNotFoundError(f"Show-o directory {sdir} does not exist: download showlab/show-o-512x512 into it")
-    cfg_path = sdir / "config.json"
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"{cfg_path} not found: download showlab/show-o-512x512 (config.json and weights)")
-    raw = json.loads(cfg_path.read_text())
+    cfg_path, raw = read_config_json(sdir, "showlab/show-o-512x512")
     missing = [k for k in ("vocab_size", "llm_vocab_size") if k not in raw]
     if missing:
         raise KeyError(f"{cfg_path} lacks {missing}: not a Show-o config.json")
