@@ -1,0 +1,3 @@
+from wfdiffuser.cli import main
+
+raise SystemExit(main())
