@@ -61,16 +61,20 @@ def test_registry_recipes():
     assert ip.env_id == "InvertedPendulum-v5" and ip.max_steps == 200
 
 
-def test_per_level_controller_and_the_damping_policy():
-    from wfdiffuser.data.behaviour import pendulum_damping
+def test_per_level_controller_and_the_spinner():
+    from wfdiffuser.data.behaviour import pendulum_spin
 
-    assert pendulum_damping(np.array([-1.0, 0.0, 0.7]))[0] == pytest.approx(-0.7)
-    assert pendulum_damping(np.array([-1.0, 0.0, -5.0]))[0] == 2.0  # clipped to the torque limit
-    levels = [NoiseLevel(0.0, 0.0, "pendulum_damping"), NoiseLevel(0.0, 0.0)]
-    damp, swing = collect_episodes("Pendulum-v1", "pendulum_swing_up", levels, 1, 0, 200)
-    # the level's controller drove its episode exactly (no noise): a_t = clip(−θ̇_t)
-    np.testing.assert_allclose(damp.actions[:, 0], np.clip(-damp.observations[:-1, 2], -2, 2), rtol=1e-6)
-    assert damp.ret < -900 and swing.ret > -400, (damp.ret, swing.ret)  # rests hanging down vs swings up
+    # hanging at rest: E = −15 < 20 → pump with full torque (direction + at θ̇ = 0); upright and fast: E > 20 → brake
+    assert pendulum_spin(np.array([-1.0, 0.0, 0.0]))[0] == 2.0
+    assert pendulum_spin(np.array([-1.0, 0.0, -1.0]))[0] == -2.0
+    assert pendulum_spin(np.array([1.0, 0.0, 4.0]))[0] == -2.0  # E = 8 + 15 = 23
+    levels = [NoiseLevel(0.0, 0.0, "pendulum_spin"), NoiseLevel(0.0, 0.0)]
+    spin, swing = collect_episodes("Pendulum-v1", "pendulum_swing_up", levels, 1, 0, 200)
+    # the level's controller drove its episode exactly (no noise)
+    np.testing.assert_array_equal(spin.actions, np.stack([pendulum_spin(o) for o in spin.observations[:-1]]))
+    theta = np.unwrap(np.arctan2(spin.observations[:, 1], spin.observations[:, 0]))
+    assert abs(theta[-1] - theta[0]) > 4 * np.pi  # goes over the top again and again
+    assert spin.ret < -900 and swing.ret > -400, (spin.ret, swing.ret)
     with pytest.raises(ValueError, match="unknown controller 'lqr'"):
         collect_episodes("Pendulum-v1", "pendulum_swing_up", [NoiseLevel(0.0, 0.0, "lqr")], 1, 0, 10)
 
@@ -78,4 +82,4 @@ def test_per_level_controller_and_the_damping_policy():
 def test_multi_policy_recipe_mixes_two_behaviours():
     spec = OFFLINE_DATASETS["wfdiffuser/pendulum/multi-v0"]
     assert spec.n_episodes == 100 and spec.max_steps == 200
-    assert [lv.controller for lv in spec.levels].count("pendulum_damping") == 2
+    assert [lv.controller for lv in spec.levels].count("pendulum_spin") == 2

@@ -28,6 +28,7 @@ __all__ = [
     "collect_episodes",
     "inverted_pendulum_pd",
     "load_or_build",
+    "pendulum_spin",
     "pendulum_swing_up",
     "reference_scores",
 ]
@@ -51,10 +52,15 @@ def pendulum_swing_up(obs: np.ndarray) -> np.ndarray:
     return np.array([np.clip(u, -2.0, 2.0)], dtype=np.float32)
 
 
-def pendulum_damping(obs: np.ndarray) -> np.ndarray:
-    """Pendulum-v1 "lazy" policy: brake the motion, u = −θ̇ clipped to ±2, so the pendulum comes to rest hanging
-    down (ours: a consistent but poor behaviour for the multi-policy dataset)."""
-    return np.array([np.clip(-float(obs[2]), -2.0, 2.0)], dtype=np.float32)
+def pendulum_spin(obs: np.ndarray) -> np.ndarray:
+    """Pendulum-v1 "spinner": the swing-up's energy pumping without the catch at the top, aiming at E = 20 > 15, so
+    the pendulum keeps going over the top (ours: the poor behaviour of the multi-policy set; it visits the same
+    states as the swing-up and differs where it matters, at the top). u = 2·s·sign(20 − E), s = sign(θ̇) (1 at θ̇ = 0).
+    """
+    c, thdot = float(obs[0]), float(obs[2])
+    energy = 0.5 * thdot**2 + 15.0 * c
+    direction = np.sign(thdot) if thdot != 0.0 else 1.0
+    return np.array([2.0 * direction * np.sign(20.0 - energy)], dtype=np.float32)
 
 
 def inverted_pendulum_pd(obs: np.ndarray) -> np.ndarray:
@@ -68,7 +74,7 @@ def inverted_pendulum_pd(obs: np.ndarray) -> np.ndarray:
 
 CONTROLLERS: dict[str, Controller] = {
     "pendulum_swing_up": pendulum_swing_up,
-    "pendulum_damping": pendulum_damping,
+    "pendulum_spin": pendulum_spin,
     "inverted_pendulum_pd": inverted_pendulum_pd,
 }
 
@@ -205,23 +211,23 @@ OFFLINE_DATASETS: dict[str, OfflineSpec] = {
                         "action noise sigma=1.0 and eps-random mixing, eps in {1.0, 0.8, 0.6, 0.4, 0.2}, 20 episodes "
                         "each (wfdiffuser, ours: card §10)",
         ),
-        # Multi-policy mixture (ours): two behaviours of different quality, so that the return label is what picks
-        # the good one. A planner that ignores the label samples the data's average behaviour; a low-temperature
-        # sampler denoises mixed-v0's per-step noise back to the one controller it contains, which is why that set
-        # barely separates conditioned from unconditioned planning (measured: -212 vs -276 over 20 episodes).
-        # Measured per level (10 episodes each, this code): damping sigma 0.5 -1823, swing-up sigma 0.3 -132,
+        # Multi-policy mixture (ours): two behaviours that visit the same states and part at the top, where the
+        # swing-up catches the pendulum and the spinner sends it over; the return label is what picks the catch. On
+        # mixed-v0 (one controller, per-step noise) a low-temperature sampler denoises the noise back to the
+        # controller, so conditioned and unconditioned planning barely differ (measured: -212 vs -276, 20 episodes).
+        # Measured per level (10 episodes each, this code): spinner sigma 0.3 -1139, swing-up sigma 0.3 -132,
         # swing-up sigma 1 eps 0.5 -579, random -1225.
         OfflineSpec(
             dataset_id="wfdiffuser/pendulum/multi-v0",
             env_id="Pendulum-v1",
             controller="pendulum_swing_up",
-            levels=(NoiseLevel(0.5, 0.0, "pendulum_damping"), NoiseLevel(0.5, 0.0, "pendulum_damping"),
+            levels=(NoiseLevel(0.3, 0.0, "pendulum_spin"), NoiseLevel(0.3, 0.0, "pendulum_spin"),
                     NoiseLevel(0.3, 0.0), NoiseLevel(1.0, 0.5), NoiseLevel(0.0, 1.0)),
             episodes_per_level=20,
             max_steps=200,
-            description="Pendulum-v1, 200-step episodes; 40 episodes of a damping policy u = -thetadot (sigma 0.5, "
-                        "comes to rest hanging down), 20 of the scripted swing-up with sigma 0.3, 20 with sigma 1.0 "
-                        "and eps 0.5, 20 uniform random (wfdiffuser, ours)",
+            description="Pendulum-v1, 200-step episodes; 40 episodes of a spinner (energy pumping to E = 20 without "
+                        "the catch at the top, sigma 0.3), 20 of the scripted swing-up with sigma 0.3, 20 with "
+                        "sigma 1.0 and eps 0.5, 20 uniform random (wfdiffuser, ours)",
         ),
         # InvertedPendulum-v5 capped at 200 steps; reward 1 per step alive, so return ~ episode length. Scan (seed 0,
         # 20 episodes per sigma, no eps): sigma 1.0 -> all 200 (cap), 1.25 -> mean 197, 1.5 -> mean 127 (25..200),
