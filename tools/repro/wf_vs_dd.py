@@ -19,8 +19,8 @@ their low-frequency energy against dataset windows, ours) and the smoothness of 
     uv run python tools/repro/wf_vs_dd.py                     # 2 datasets × 4 arms × 3 seeds on 2 cores
     uv run python tools/repro/wf_vs_dd.py --datasets pendulum --arms wf,dd --seeds 1 --steps 300   # a quick look
 
-Writes ``docs/results/wf_vs_dd.{md,json,png}``; runs go to ``outputs/wf_vs_dd/`` (and the offline datasets to
-``$MINARI_DATASETS_PATH``, built on first use).
+Writes ``docs/results/wf_vs_dd_table.md`` and ``docs/results/wf_vs_dd.{json,png}``; runs go to ``outputs/wf_vs_dd/``
+(and the offline datasets to ``$MINARI_DATASETS_PATH``, built on first use).
 """
 
 from __future__ import annotations

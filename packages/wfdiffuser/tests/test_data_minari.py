@@ -116,3 +116,20 @@ def test_build_from_spec_is_deterministic_and_stores_reference_scores(minari_roo
     assert [e.seed for e in loaded] == [0, 1, 2, 3, 4]
     info2 = build_from_spec(spec, overwrite=True)
     assert info2 == info and all(a.equals(b) for a, b in zip(loaded, load_episodes(spec.dataset_id)[0]))
+
+
+def test_runs_started_together_build_a_missing_set_once(tmp_path):
+    """Two processes that both find our set missing: without the build lock the second one's writer fails on the
+    half-written folder (seen with seeds launched in parallel); with it one builds and the other loads."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("from wfdiffuser.data import load_or_build; eps, info = load_or_build('wfdiffuser/pendulum/multi-v0'); "
+            "print(len(eps), round(sum(float(e.rewards.sum()) for e in eps), 3))")
+    env = {**os.environ, "MINARI_DATASETS_PATH": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
+    assert outs[0][0] == outs[1][0] and outs[0][0].split()[0] == "80"

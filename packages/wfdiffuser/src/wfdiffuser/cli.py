@@ -34,7 +34,7 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
                             "(no jax, no network) into $MINARI_DATASETS_PATH (default ~/.minari/datasets). Official "
                             "sets (mujoco/hopper/medium-v0, ...) must be downloaded on a networked machine with "
                             "`minari download <id>` and copied there.")
-    data_p.add_argument("--dataset", default="wfdiffuser/pendulum/mixed-v0", help="dataset id (see --list)")
+    data_p.add_argument("--dataset", default="wfdiffuser/pendulum/multi-v0", help="dataset id (see --list)")
     data_p.add_argument("--overwrite", action="store_true", help="replace an existing local copy")
     data_p.add_argument("--list", action="store_true", help="list the datasets this command can build")
     train_p = add_train_command(sub, WFConfig, help="train a planner, then evaluate it (config fields below)",

@@ -46,7 +46,7 @@ MODES = ("haar_pad1", "zero", "periodization", "symmetric")
 
 @dataclass
 class DataConfig(Config):
-    dataset: str = config_field("wfdiffuser/pendulum/mixed-v0",
+    dataset: str = config_field("wfdiffuser/pendulum/multi-v0",
                                 "Minari dataset id, read from $MINARI_DATASETS_PATH (default ~/.minari/datasets); "
                                 "ours (wfdiffuser/...) are built offline by `wfdiffuser data`")
     build: bool = config_field(True, "build one of our offline datasets when it is missing (never downloads)")
@@ -73,7 +73,7 @@ class ModelConfig(Config):
     kind: str = config_field("wfdiffuser", "wfdiffuser (DWT bands) | dd (Decision Diffuser, states) | diffuser "
                              "(Diffuser-style, states + actions)")
     dim: int = config_field(32, "U-Net base channels (public code: 128)")
-    dim_mults: list[int] = config_field(default_factory=lambda: [1, 2, 4],
+    dim_mults: list[int] = config_field(default_factory=lambda: [1, 2],
                                         help="channel multipliers per U-Net level (public code: 1,4,8)")
     emb: int = config_field(32, "width of the time and return embeddings")
     kernel_size: int = config_field(5, "temporal convolution kernel")
@@ -82,7 +82,7 @@ class ModelConfig(Config):
     levels: int = config_field(1, "DWT levels (bands = levels + 1)")
     mode: str = config_field("haar_pad1", "haar_pad1 (public code: zero-pad 1, Haar, one level) | zero | "
                              "periodization | symmetric (pywt modes)")
-    conditioner: str = config_field("state_embedding", "cross-band conditioner: state_embedding (public code) | "
+    conditioner: str = config_field("stft_xattn", "cross-band conditioner: state_embedding (public code) | "
                                     "stft_xattn (ours: STFT + cross attention on the noisy bands) | none")
     cond_dim: int = config_field(32, "conditioner output width per band")
     cond_hidden: int = config_field(128, "conditioner hidden width (public code: 512)")
@@ -233,7 +233,10 @@ class WFConfig(Config):
 
 @register_preset(WFConfig)
 def pendulum() -> WFConfig:
-    """Our offline Pendulum-v1 set on CPU in a few minutes (card §10's miniature of the public design)."""
+    """Our offline Pendulum-v1 set on CPU in a few minutes: multi-v0 (half spinner, a quarter swing-up, a quarter
+    random), H = 30, pad-1 Haar bands, two 2-level U-Nets (dim 32) with our STFT + cross-attention conditioner,
+    T = 20, 3,000 steps of batch 64 (card §10's miniature of the public design; the public code's state-embedding
+    conditioner is `--set model.conditioner=state_embedding`)."""
     return WFConfig()
 
 
@@ -249,8 +252,8 @@ def _locomotion(env: str) -> WFConfig:
     return WFConfig(
         data=DataConfig(dataset=f"mujoco/{env}/medium-v0", build=False, horizon=94, normalizer="cdf",
                         return_label="scale", returns_scale=400.0),
-        model=ModelConfig(dim=128, dim_mults=[1, 4, 8], emb=128, cond_dim=128, cond_hidden=512,
-                          diffusion_steps=200),
+        model=ModelConfig(dim=128, dim_mults=[1, 4, 8], emb=128, conditioner="state_embedding", cond_dim=128,
+                          cond_hidden=512, diffusion_steps=200),
         train=TrainConfig(steps=1_000_000, batch_size=32, lr=2e-4, ema_decay=0.995),
         plan=PlanConfig(guidance=1.2, target=0.9, temperature=0.5),
         eval=EvalConfig(episodes=10, n_envs=10),

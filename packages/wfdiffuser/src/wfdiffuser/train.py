@@ -31,14 +31,7 @@ from shared.training import (
 )
 
 from wfdiffuser.config import WFConfig
-from wfdiffuser.data import (
-    DatasetNotFoundError,
-    OFFLINE_DATASETS,
-    SequenceDataset,
-    build_offline_dataset,
-    load_episodes,
-    normalizer_from_state,
-)
+from wfdiffuser.data import SequenceDataset, load_or_build, normalizer_from_state
 from wfdiffuser.evaluate import PlannerPolicy, run_episodes
 from wfdiffuser.metrics import frequency_shift, mean_and_stderr, normalized_score, ref_scores_for, smoothness
 from wfdiffuser.models import TrajectoryDiffuser
@@ -48,14 +41,7 @@ __all__ = ["evaluate", "load_data", "load_run", "make_windows", "train"]
 
 def load_data(cfg: WFConfig):
     """Episodes and DatasetInfo of ``cfg.data.dataset``; our offline sets are built when missing and data.build."""
-    try:
-        return load_episodes(cfg.data.dataset)
-    except DatasetNotFoundError:
-        if cfg.data.build and cfg.data.dataset in OFFLINE_DATASETS:
-            print(f"building {cfg.data.dataset} offline (scripted controller with noise; no download)")
-            build_offline_dataset(cfg.data.dataset)
-            return load_episodes(cfg.data.dataset)
-        raise
+    return load_or_build(cfg.data.dataset, build=cfg.data.build)
 
 
 def make_windows(cfg: WFConfig, episodes) -> SequenceDataset:
