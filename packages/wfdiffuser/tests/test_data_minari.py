@@ -132,4 +132,6 @@ def test_runs_started_together_build_a_missing_set_once(tmp_path):
                               text=True) for _ in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
-    assert outs[0][0] == outs[1][0] and outs[0][0].split()[0] == "80"
+    last = [out.strip().splitlines()[-1] for out, _ in outs]
+    assert last[0] == last[1] and last[0].split()[0] == "80"
+    assert sum("building" in out for out, _ in outs) == 1  # one process built, the other waited and loaded
