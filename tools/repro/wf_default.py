@@ -102,6 +102,9 @@ def main() -> None:
         "", f"Conditioned minus unconditioned, per seed: {per_seed} "
         f"(gap {summary['gap_conditioned_minus_unconditioned'][0]:.1f} ± "
         f"{summary['gap_conditioned_minus_unconditioned'][1]:.1f}).", "",
+        "The frequency shift compares the plans' low-frequency energy with that of all dataset windows; where most "
+        "of the data is a behaviour the conditioned planner avoids, a large value means 'unlike the average window', "
+        "not an error.", "",
         "![every episode](wfdiffuser_pendulum.png)", ""]
     (res_dir / "wfdiffuser_pendulum.md").write_text("\n".join(lines))
     plot(summary, res_dir / "wfdiffuser_pendulum.png")
