@@ -19,12 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from wfdiffuser.metrics import mean_and_stderr, normalized_score
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,10 +45,6 @@ def run_seed(seed: int, out: Path, episodes: int, extra: list[str]) -> dict:
     print(f"seed {seed}: done in {time.time() - tic:.0f} s", flush=True)
     return {"conditioned": json.loads((run / "eval.json").read_text()),
             "unconditioned": json.loads((run / "eval_w0.json").read_text())}
-
-
-def _se(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else 0.0
 
 
 def main() -> None:
@@ -72,13 +69,13 @@ def main() -> None:
     for mode in ("conditioned", "unconditioned"):
         rets = [r[mode]["return_mean"] for r in res]
         scores = [r[mode]["score_mean"] for r in res]
-        summary[mode] = {"return": _se(rets), "score": _se(scores), "per_seed_return": rets,
+        summary[mode] = {"return": mean_and_stderr(rets), "score": mean_and_stderr(scores), "per_seed_return": rets,
                          "per_episode_returns": [r[mode]["returns"] for r in res],
-                         "frequency_shift": _se([r[mode]["frequency_shift"] for r in res]),
-                         "action_smoothness": _se([r[mode]["action_smoothness"] for r in res])}
+                         "frequency_shift": mean_and_stderr([r[mode]["frequency_shift"] for r in res]),
+                         "action_smoothness": mean_and_stderr([r[mode]["action_smoothness"] for r in res])}
     gap = [c - u for c, u in zip(summary["conditioned"]["per_seed_return"],
                                  summary["unconditioned"]["per_seed_return"])]
-    summary["gap_conditioned_minus_unconditioned"] = _se(gap)
+    summary["gap_conditioned_minus_unconditioned"] = mean_and_stderr(gap)
 
     res_dir = Path(args.results)
     res_dir.mkdir(parents=True, exist_ok=True)
@@ -98,7 +95,8 @@ def main() -> None:
         f"| unconditioned (w = 0, same network) | {u['return'][0]:.1f} ± {u['return'][1]:.1f} | "
         f"{u['score'][0]:.1f} ± {u['score'][1]:.1f} | {u['frequency_shift'][0]:.3f} | {u['action_smoothness'][0]:.3f} |",
         f"| the dataset's episodes | {summary['dataset_return_mean']:.1f} | "
-        f"{100 * (summary['dataset_return_mean'] - summary['ref_min_score']) / (summary['ref_max_score'] - summary['ref_min_score']):.1f} | | |",
+        f"{float(normalized_score(summary['dataset_return_mean'], summary['ref_min_score'], summary['ref_max_score'])):.1f}"
+        " | | |",
         "", f"Conditioned minus unconditioned, per seed: {per_seed} "
         f"(gap {summary['gap_conditioned_minus_unconditioned'][0]:.1f} ± "
         f"{summary['gap_conditioned_minus_unconditioned'][1]:.1f}).", "",

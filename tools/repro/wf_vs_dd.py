@@ -28,12 +28,13 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from arms import run_parallel  # noqa: E402
+
+from wfdiffuser.metrics import mean_and_stderr  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 DATASETS = {"pendulum": "pendulum", "inverted-pendulum": "inverted-pendulum"}  # name → wfdiffuser preset
@@ -72,11 +73,6 @@ def run_one(job: str, seed: int, args) -> None:
     (run_dir / "result.json").write_text(json.dumps(result, indent=2))
 
 
-def _se(values: list[float]) -> tuple[float, float]:
-    m = statistics.fmean(values)
-    return m, (statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else 0.0)
-
-
 def summarise(out: Path, datasets: list[str], arms: list[str], seeds: list[int]) -> dict:
     summary: dict = {}
     for ds in datasets:
@@ -85,7 +81,8 @@ def summarise(out: Path, datasets: list[str], arms: list[str], seeds: list[int])
             res = [json.loads((out / f"{ds}_{arm}_s{s}" / "result.json").read_text()) for s in seeds]
             entry = {"seeds": seeds, "dataset_return_mean": res[0]["conditioned"]["dataset_return_mean"]}
             for mode in ("conditioned", "unconditioned"):
-                entry[mode] = {k: _se([r[mode][k] for r in res]) for k in METRICS if k in res[0][mode]}
+                entry[mode] = {k: mean_and_stderr([r[mode][k] for r in res])
+                               for k in METRICS if k in res[0][mode]}
                 entry[mode]["per_seed_return"] = [r[mode]["return_mean"] for r in res]
             summary[ds][arm] = entry
     return summary

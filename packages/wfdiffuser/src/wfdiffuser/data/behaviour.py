@@ -37,6 +37,11 @@ __all__ = [
 Controller = Callable[[np.ndarray], np.ndarray]
 
 
+def _pendulum_energy(cos_theta: float, thdot: float) -> float:
+    """E = ½θ̇² + 15 cos θ (Pendulum-v1 per unit inertia; 15 = 3g/2l): 15 upright at rest, −15 hanging at rest."""
+    return 0.5 * thdot**2 + 15.0 * cos_theta
+
+
 def pendulum_swing_up(obs: np.ndarray) -> np.ndarray:
     """Pendulum-v1 swing-up (card §10). obs = (cos θ, sin θ, θ̇), θ = 0 upright, dynamics θ̈ = 15 sin θ + 3u.
 
@@ -48,8 +53,7 @@ def pendulum_swing_up(obs: np.ndarray) -> np.ndarray:
     if c > 0.9:
         u = -(12.0 * theta + 2.5 * thdot)
     else:
-        energy = 0.5 * thdot**2 + 15.0 * c
-        u = 2.0 * np.sign(thdot) * np.sign(15.0 - energy)
+        u = 2.0 * np.sign(thdot) * np.sign(15.0 - _pendulum_energy(c, thdot))
     return np.array([np.clip(u, -2.0, 2.0)], dtype=np.float32)
 
 
@@ -59,9 +63,8 @@ def pendulum_spin(obs: np.ndarray) -> np.ndarray:
     states as the swing-up and differs where it matters, at the top). u = 2·s·sign(20 − E), s = sign(θ̇) (1 at θ̇ = 0).
     """
     c, thdot = float(obs[0]), float(obs[2])
-    energy = 0.5 * thdot**2 + 15.0 * c
     direction = np.sign(thdot) if thdot != 0.0 else 1.0
-    return np.array([2.0 * direction * np.sign(20.0 - energy)], dtype=np.float32)
+    return np.array([2.0 * direction * np.sign(20.0 - _pendulum_energy(c, thdot))], dtype=np.float32)
 
 
 def inverted_pendulum_pd(obs: np.ndarray) -> np.ndarray:
