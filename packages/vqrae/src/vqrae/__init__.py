@@ -1,0 +1,1 @@
+"""VQRAE: a VQ representation autoencoder (arXiv 2511.23386), offline-first."""

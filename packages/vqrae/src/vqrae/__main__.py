@@ -1,0 +1,3 @@
+from vqrae.cli import main
+
+raise SystemExit(main())
