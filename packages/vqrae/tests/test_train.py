@@ -219,3 +219,19 @@ def test_two_processes_keep_identical_weights_and_log_global_code_usage(make_con
     assert [r["step"] for r in recs] == [1, 2, 3, 4, 5]
     # batch 8 = 4 images per rank; usage counted over both ranks' 8 × 16 tokens
     assert all(r["batch_tokens"] == 8 * 16 for r in recs)
+
+
+def test_gan_term_starts_at_its_step_and_trains_the_discriminator(make_config):
+    cfg = make_config("run.evaluate=false", "loss.gan_weight=0.1", "loss.gan_start=3", steps=(3, 2))
+    vt.train(cfg)
+    recs = read_metrics(cfg.run.dir)
+    assert [("g_loss" in r) for r in recs] == [False, False, False, True, True]
+    assert all(r["gan_adaptive_weight"] > 0 and "d_loss" in r for r in recs[3:])
+
+
+def test_help_lists_the_config_fields(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    for field in ("quantizer.dim", "encoder.trust_remote_code", "loss.distill_weight", "train.stage2_steps"):
+        assert field in out
