@@ -8,8 +8,9 @@ encoder's learning rate (the paper's 1e-5, and 1e-4 so that the tiny encoder mov
 
     uv run python tools/repro/distill.py                 # 3 seeds: 3 stage-1 runs, 12 stage-2 runs, 2 at a time
 
-The probe: logistic regression on mean-pooled encoder tokens, 18 colour × shape classes of single-object scenes
-(1000 train / 500 test); "initial" is the committed encoder. Writes ``docs/results/vqrae_distill.{md,json,png}``;
+The probes: logistic regression on mean-pooled encoder tokens, (a) 18 colour × shape classes of single-object scenes
+(1000 train / 500 test; in the encoder's own domain) and (b) scikit-learn's digits (1438 / 359, 10 classes; images
+the encoder never saw, a more sensitive test of what the features still carry); "initial" is the committed encoder. Writes ``docs/results/vqrae_distill.{md,json,png}``;
 runs go to ``outputs/distill/``.
 """
 
@@ -63,9 +64,14 @@ def main() -> None:
 
     jobs = [(s, a) for a in ARMS for s in seeds]
     results = parallel(jobs, branch, args.jobs)
-    keys = ("probe", "psnr", "ssim", "utilisation", "feature_drift")
+    for s, r in zip(seeds, stage1, strict=True):
+        r["probe_digits"], r["probe_digits_initial"] = digits_probe(out / f"s{s}" / "stage1")
+    for (s, a), r in zip(jobs, results, strict=True):
+        r["probe_digits"], _ = digits_probe(out / f"s{s}" / slug(a))
+    keys = ("probe", "probe_digits", "psnr", "ssim", "utilisation", "feature_drift")
     summary = {"stage1_steps": args.stage1, "stage2_steps": args.stage2, "seeds": seeds, "overrides": args.set,
                "probe_initial": [r["probe_initial"] for r in stage1],
+               "probe_digits_initial": [r["probe_digits_initial"] for r in stage1],
                "after_stage1": {k: [r[k] for r in stage1] for k in keys},
                "arms": {a: {k: [r[k] for (s, b), r in zip(jobs, results, strict=True) if b == a] for k in keys}
                         for a in ARMS}}
@@ -78,17 +84,31 @@ def main() -> None:
         f"encoder frozen) branched into stage-2 arms of {args.stage2} steps; {len(seeds)} seeds, mean ± std. Probe: "
         "linear, 18 colour × shape classes, mean-pooled continuous encoder tokens. Feature drift "
         "‖Z_I − T(X)‖² / ‖T(X)‖² against the initial encoder T on held-out images.", "",
-        f"Initial encoder probe: {fmt(summary['probe_initial'], 3)}.", "",
-        "| after | linear probe | PSNR (dB) | SSIM | utilisation | feature drift |", "|---|---|---|---|---|---|"]
+        f"Initial encoder: shapes probe {fmt(summary['probe_initial'], 3)}, digits probe "
+        f"{fmt(summary['probe_digits_initial'], 3)}.", "",
+        "| after | shapes probe (18 classes) | digits probe (10 classes) | PSNR (dB) | SSIM | utilisation | feature drift |",
+        "|---|---|---|---|---|---|---|"]
     rows = [("stage 1 (encoder frozen)", summary["after_stage1"])] + [(f"stage 2: {a}", v)
                                                                       for a, v in summary["arms"].items()]
     for name, v in rows:
-        lines.append(f"| {name} | {fmt(v['probe'], 3)} | {fmt(v['psnr'])} | {fmt(v['ssim'], 3)} | "
+        lines.append(f"| {name} | {fmt(v['probe'], 3)} | {fmt(v['probe_digits'], 3)} | {fmt(v['psnr'])} | "
+                     f"{fmt(v['ssim'], 3)} | "
                      f"{fmt(v['utilisation'], 1, pct=True)} | {fmt(v['feature_drift'], 4)} |")
     lines += ["", "![probe and PSNR per arm](vqrae_distill.png)", ""]
     (res / "vqrae_distill.md").write_text("\n".join(lines))
     plot(rows, summary, res / "vqrae_distill.png")
     print("\n".join(lines[4:-2]))
+
+
+def digits_probe(run_dir: Path) -> tuple[float, float]:
+    """Digits linear-probe accuracy of the run's encoder (EMA weights) and of its initial encoder."""
+    from vqrae.data import digits_set
+    from vqrae.evaluate import probe_accuracy
+    from vqrae.train import load_run
+
+    _, model, teacher = load_run(run_dir)
+    train_set, test_set = digits_set("train"), digits_set("test")
+    return probe_accuracy(model.encoder, train_set, test_set), probe_accuracy(teacher, train_set, test_set)
 
 
 def plot(rows: list, summary: dict, path: Path) -> None:
@@ -97,15 +117,17 @@ def plot(rows: list, summary: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
     names = [n.replace("stage 2: ", "") for n, _ in rows]
-    for ax, key, label in ((axes[0], "probe", "linear-probe accuracy"), (axes[1], "psnr", "PSNR (dB)")):
+    for ax, key, label in ((axes[0], "probe", "shapes probe accuracy"), (axes[1], "probe_digits", "digits probe accuracy"),
+                           (axes[2], "psnr", "PSNR (dB)")):
         for i, (_, v) in enumerate(rows):
             m, s = mean_std(v[key])
             ax.bar(i, m, yerr=s, color=f"C{i}", capsize=3, alpha=0.8)
             ax.scatter([i] * len(v[key]), v[key], s=8, color="k", zorder=3)
-        if key == "probe":
-            ax.axhline(mean_std(summary["probe_initial"])[0], color="k", ls="--", lw=1, label="initial encoder")
+        if key.startswith("probe"):
+            init = summary["probe_initial" if key == "probe" else "probe_digits_initial"]
+            ax.axhline(mean_std(init)[0], color="k", ls="--", lw=1, label="initial encoder")
             ax.legend(fontsize=8)
             lo = min(min(v[key]) for _, v in rows)
             ax.set_ylim(max(0.0, lo - 0.05), 1.0)

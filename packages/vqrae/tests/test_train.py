@@ -235,3 +235,9 @@ def test_help_lists_the_config_fields(capsys):
     out = capsys.readouterr().out
     for field in ("quantizer.dim", "encoder.trust_remote_code", "loss.distill_weight", "train.stage2_steps"):
         assert field in out
+
+
+def test_the_committed_encoder_is_found_from_any_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    spec = vt.encoder_spec(load_config(VQRAEConfig, preset="tiny"))
+    assert spec.path != "assets/vqrae_encoder" and spec.path.endswith("assets/vqrae_encoder")

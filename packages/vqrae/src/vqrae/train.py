@@ -62,8 +62,19 @@ def load_data(cfg: VQRAEConfig) -> tuple[ImageSet, ImageSet]:
 
 
 def encoder_spec(cfg: VQRAEConfig) -> EncoderSpec:
+    """The encoder's spec; the committed default ``assets/vqrae_encoder`` is found from any working directory."""
+    from pathlib import Path
+
     e = cfg.encoder
-    return EncoderSpec(kind=e.kind, path=e.path, image_size=cfg.data.image_size, mean=tuple(e.mean),
+    path = e.path
+    if e.kind == "tiny_vit" and not Path(path).is_dir():
+        from shared.demo import resolve_model
+
+        try:
+            path = str(resolve_model(path, rebuild="tools/train_vqrae_encoder.py"))
+        except FileNotFoundError:
+            pass  # build_encoder names the missing folder and what belongs in it
+    return EncoderSpec(kind=e.kind, path=path, image_size=cfg.data.image_size, mean=tuple(e.mean),
                        std=tuple(e.std), trust_remote_code=e.trust_remote_code,
                        non_affine_last_norm=e.non_affine_last_norm)
 
