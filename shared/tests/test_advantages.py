@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import os
-import socket
 import tempfile
 
 import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from shared.advantages import distributed_group_advantages, gather_rewards, group_advantages
+from shared.training.distributed import run_local_group
 
 
 def naive(rewards, ids, std="group", eps=1e-4, ddof=0, clip=None):
@@ -141,35 +140,22 @@ GLOBAL_REWARDS = torch.tensor([0.3, 1.2, -0.5, 0.3, 2.0, 0.7, 0.3, 0.9], dtype=t
 GLOBAL_IDS = torch.tensor([11, 4, 11, 11, 4, 4, 11, 4])  # both groups straddle the ranks
 
 
-def _worker(rank: int, world: int, port: int, result_dir: str, uneven: bool) -> None:
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+def _worker(rank: int, world: int, result_dir: str, uneven: bool) -> None:
+    local = slice(rank * 4, (rank + 1) * 4)
+    rewards, ids = GLOBAL_REWARDS[local], GLOBAL_IDS[local]
+    if uneven and rank == 1:
+        rewards, ids = rewards[:3], ids[:3]
     try:
-        local = slice(rank * 4, (rank + 1) * 4)
-        rewards, ids = GLOBAL_REWARDS[local], GLOBAL_IDS[local]
-        if uneven and rank == 1:
-            rewards, ids = rewards[:3], ids[:3]
-        try:
-            out = distributed_group_advantages(rewards, ids, std="group", unbiased=True, eps=1e-8)
-            torch.save({"adv": out.advantages, "zero": out.zero_std_fraction, "std": out.mean_group_std},
-                       os.path.join(result_dir, f"rank{rank}.pt"))
-        except ValueError as err:
-            torch.save({"error": str(err)}, os.path.join(result_dir, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        out = distributed_group_advantages(rewards, ids, std="group", unbiased=True, eps=1e-8)
+        torch.save({"adv": out.advantages, "zero": out.zero_std_fraction, "std": out.mean_group_std},
+                   os.path.join(result_dir, f"rank{rank}.pt"))
+    except ValueError as err:
+        torch.save({"error": str(err)}, os.path.join(result_dir, f"rank{rank}.pt"))
 
 
 def _run_two_ranks(uneven: bool) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
-        # fork: the worker is a test-module function, which pytest's importlib mode makes unimportable by name
-        mp.start_processes(_worker, args=(2, _free_port(), tmp, uneven), nprocs=2, join=True, start_method="fork")
+        run_local_group(_worker, 2, tmp, uneven)
         return [torch.load(os.path.join(tmp, f"rank{r}.pt")) for r in range(2)]
 
 

@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 import tempfile
 from dataclasses import replace
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from shared.advantages import AdvantageOutput, group_advantages
 from shared.errors import ConfigError
+from shared.training.distributed import run_local_group
 from slas.shaping import ShapingConfig, SLASOutput, gamma_at, power, slas_advantages
 
 torch.set_num_threads(1)
@@ -340,34 +339,20 @@ DIST_CONFIGS = {
 }
 
 
-def _worker(rank: int, world: int, port: int, result_dir: str) -> None:
-    torch.set_num_threads(1)
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        local = slice(rank * 8, (rank + 1) * 8)
-        rewards, ids = GLOBAL_REWARDS[local], GLOBAL_IDS[local]
-        results = {}
-        for name, cfg in DIST_CONFIGS.items():
-            results[name] = slas_advantages(rewards, ids, cfg)
-            results[name + "/per_rank"] = slas_advantages(rewards, ids, replace(cfg, stats_scope="per_rank"))
-        torch.save({k: (v.advantages, v.stats()) for k, v in results.items()}, os.path.join(result_dir, f"{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _worker(rank: int, world: int, result_dir: str) -> None:
+    local = slice(rank * 8, (rank + 1) * 8)
+    rewards, ids = GLOBAL_REWARDS[local], GLOBAL_IDS[local]
+    results = {}
+    for name, cfg in DIST_CONFIGS.items():
+        results[name] = slas_advantages(rewards, ids, cfg)
+        results[name + "/per_rank"] = slas_advantages(rewards, ids, replace(cfg, stats_scope="per_rank"))
+    torch.save({k: (v.advantages, v.stats()) for k, v in results.items()}, os.path.join(result_dir, f"{rank}.pt"))
 
 
 @pytest.fixture(scope="module")
 def two_rank_results() -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
-        # fork: the worker is a test-module function, which pytest's importlib mode makes unimportable by name
-        mp.start_processes(_worker, args=(2, _free_port(), tmp), nprocs=2, join=True, start_method="fork")
+        run_local_group(_worker, 2, tmp)
         return [torch.load(os.path.join(tmp, f"{r}.pt")) for r in range(2)]
 
 

@@ -4,18 +4,15 @@ run of the EMA statistics (card §2, §3, §8)."""
 
 from __future__ import annotations
 
-import datetime
 import os
-import socket
 import tempfile
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
 from shared.errors import ConfigError
+from shared.training.distributed import run_local_group
 from vqrae.quantizers import QUANTIZERS, VQ, QuantizerOutput, SimVQ, build_quantizer, rotate_to
 
 
@@ -307,31 +304,16 @@ def _rank_batches() -> list[torch.Tensor]:
     return [torch.randn(1, 12, 4, generator=g), 0.5 + torch.randn(1, 20, 4, generator=g)]
 
 
-def _worker(rank: int, world: int, port: int, result_dir: str) -> None:
-    torch.set_num_threads(1)
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
-    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=60))
-    try:
-        torch.manual_seed(0)
-        q = VQ(64, 4, ema_decay=0.5, dead_code_threshold=0.6)
-        q(_rank_batches()[rank])
-        torch.save({k: v for k, v in q.state_dict().items() if k != "_extra_state"},
-                   os.path.join(result_dir, f"{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _worker(rank: int, world: int, result_dir: str) -> None:
+    torch.manual_seed(0)
+    q = VQ(64, 4, ema_decay=0.5, dead_code_threshold=0.6)
+    q(_rank_batches()[rank])
+    torch.save({k: v for k, v in q.state_dict().items() if k != "_extra_state"}, os.path.join(result_dir, f"{rank}.pt"))
 
 
 def test_two_process_gloo_ema_statistics_identical_and_global():
     with tempfile.TemporaryDirectory() as tmp:
-        # fork: the worker is a test-module function, which pytest's importlib mode makes unimportable by name
-        mp.start_processes(_worker, args=(2, _free_port(), tmp), nprocs=2, join=True, start_method="fork")
+        run_local_group(_worker, 2, tmp)
         res = [torch.load(os.path.join(tmp, f"{r}.pt")) for r in range(2)]
     for key in ("codebook", "cluster_size", "embed_sum"):
         assert torch.equal(res[0][key], res[1][key]), key

@@ -173,14 +173,9 @@ def test_paper_presets_need_local_folders():
 
 # --- two processes (what `accelerate launch --num_processes 2` sets up), gloo on CPU -------------------------------
 
-def _dist_worker(rank: int, world: int, port: int, cfg_dict: dict, out: str) -> None:
-    import os
-
+def _dist_worker(rank: int, world: int, cfg_dict: dict, out: str) -> None:
     from accelerate import PartialState
 
-    torch.set_num_threads(1)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
-                      WORLD_SIZE=str(world))
     PartialState._reset_state()  # forked from a process that may already hold a single-process state
     cfg = load_config(VQRAEConfig, cfg_dict)
     seen = {}
@@ -195,24 +190,15 @@ def _dist_worker(rank: int, world: int, port: int, cfg_dict: dict, out: str) -> 
         vt.train(cfg)
     finally:
         vt.build = real
-    flat = torch.cat([p.detach().flatten() for p in seen["model"].parameters()])
-    torch.save(flat, f"{out}/{rank}.pt")
-    torch.distributed.destroy_process_group()
+    torch.save(torch.cat([p.detach().flatten() for p in seen["model"].parameters()]), f"{out}/{rank}.pt")
 
 
 def test_two_processes_keep_identical_weights_and_log_global_code_usage(make_config, tmp_path):
-    import socket
-
-    import torch.multiprocessing as mp
-
     from shared.training import to_dict
+    from shared.training.distributed import run_local_group
 
     cfg = make_config("run.evaluate=false", steps=(3, 2))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.start_processes(_dist_worker, args=(2, port, to_dict(cfg), str(tmp_path)), nprocs=2, join=True,
-                       start_method="fork")
+    run_local_group(_dist_worker, 2, to_dict(cfg), str(tmp_path))
     w0, w1 = torch.load(tmp_path / "0.pt"), torch.load(tmp_path / "1.pt")
     assert torch.equal(w0, w1)  # gradients averaged over the two ranks' different batches
     recs = read_metrics(cfg.run.dir)

@@ -3,17 +3,15 @@ and a real 2-process gloo all-reduce."""
 
 from __future__ import annotations
 
-import datetime
 import math
 import os
-import socket
 import tempfile
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
+from shared.training.distributed import run_local_group
 from vqrae.usage import CodeUsage, usage_stats
 
 K = 16
@@ -85,30 +83,16 @@ def test_all_reduce_is_a_no_op_without_process_group():
 RANK_INDICES = [torch.tensor([0, 1, 1, 5, 5, 5, 9]), torch.tensor([1, 2, 9, 9, 15, 0, 0, 0, 3, 3])]
 
 
-def _worker(rank: int, world: int, port: int, result_dir: str) -> None:
-    torch.set_num_threads(1)
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
-    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=60))
-    try:
-        u = CodeUsage(K).update(RANK_INDICES[rank])
-        local = u.counts.clone()
-        u.all_reduce()
-        torch.save({"local": local, "global": u.counts, "stats": u.as_dict()}, os.path.join(result_dir, f"{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _worker(rank: int, world: int, result_dir: str) -> None:
+    u = CodeUsage(K).update(RANK_INDICES[rank])
+    local = u.counts.clone()
+    u.all_reduce()
+    torch.save({"local": local, "global": u.counts, "stats": u.as_dict()}, os.path.join(result_dir, f"{rank}.pt"))
 
 
 def test_two_process_gloo_all_reduce_equals_union():
     with tempfile.TemporaryDirectory() as tmp:
-        # fork: the worker is a test-module function, which pytest's importlib mode makes unimportable by name
-        mp.start_processes(_worker, args=(2, _free_port(), tmp), nprocs=2, join=True, start_method="fork")
+        run_local_group(_worker, 2, tmp)
         res = [torch.load(os.path.join(tmp, f"{r}.pt")) for r in range(2)]
     union = CodeUsage(K).update(torch.cat(RANK_INDICES))
     for rank, r in enumerate(res):
