@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from arms import mean_std  # noqa: F401  (re-exported for codebook_dim.py and distill.py)
 
 ROOT = Path(__file__).resolve().parents[2]
 QUIET = ["run.progress=false", "run.threads=1"]
@@ -38,10 +39,6 @@ def parallel(jobs: list, fn, n_jobs: int) -> list:
     """``fn(job)`` for every job, ``n_jobs`` at a time, results in job order."""
     with ThreadPoolExecutor(n_jobs) as pool:
         return list(pool.map(fn, jobs))
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
 def fmt(values: list[float], digits: int = 2, pct: bool = False) -> str:

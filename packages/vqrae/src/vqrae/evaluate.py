@@ -24,7 +24,7 @@ from vqrae.data import ImageSet, single_object_set
 from vqrae.metrics import frechet_distance, linear_probe, mean_image_psnr, psnr, ssim
 from vqrae.usage import CodeUsage
 
-__all__ = ["encoder_features", "evaluate", "feature_drift", "probe_accuracy"]
+__all__ = ["encoder_features", "evaluate", "probe_accuracy"]
 
 
 @torch.no_grad()
@@ -38,22 +38,6 @@ def encoder_features(encoder: nn.Module, images: Tensor, batch_size: int = 100) 
     return torch.cat(out)
 
 
-@torch.no_grad()
-def feature_drift(encoder: nn.Module, teacher: nn.Module, images: Tensor, batch_size: int = 100) -> float:
-    """Σ‖E(x) − T(x)‖² / Σ‖T(x)‖² over all tokens of ``images`` (both in eval mode)."""
-    was = encoder.training
-    encoder.eval()
-    dev = next(encoder.parameters()).device
-    num = den = 0.0
-    for i in range(0, len(images), batch_size):
-        x = images[i:i + batch_size].to(dev)
-        z, t = encoder(x).float(), teacher(x).float()
-        num += float((z - t).pow(2).sum())
-        den += float(t.pow(2).sum())
-    encoder.train(was)
-    return num / den
-
-
 def probe_accuracy(encoder: nn.Module, train: ImageSet, test: ImageSet, batch_size: int = 100) -> float:
     """Linear-probe accuracy of the encoder's pooled continuous features (vqrae.metrics.linear_probe)."""
     return linear_probe(encoder_features(encoder, train.images, batch_size).numpy(), train.labels.numpy(),
@@ -64,24 +48,33 @@ def probe_accuracy(encoder: nn.Module, train: ImageSet, test: ImageSet, batch_si
 def evaluate(cfg, model, teacher: nn.Module, train_set: ImageSet, test_set: ImageSet, *,
              device: torch.device | str = "cpu", grid_path: str | Path | None = None) -> dict[str, Any]:
     """The metrics of the module doc for ``model`` (use the EMA weights) on ``test_set``."""
-    from vqrae.train import reconstruct
-
     model.eval()
+    teacher.eval()
     bs = cfg.eval.batch_size
     x = test_set.images
-    recon = reconstruct(model, x, bs)
-    usage = CodeUsage(model.codebook_size)
     dev = next(model.parameters()).device
-    for i in range(0, len(x), bs):
-        usage.update(model.encode(x[i:i + bs].to(dev)))
+    usage = CodeUsage(model.codebook_size)
+    recon, t_real, t_fake = [], [], []
+    drift_num = drift_den = 0.0
+    for i in range(0, len(x), bs):  # one pass: reconstruction, codes and both encoders' features
+        xb = x[i:i + bs].to(dev)
+        ob = model(xb)
+        rb = ob.recon.clamp(0, 1)
+        tb = teacher(xb).float()
+        usage.update(ob.quant.indices)
+        drift_num += float((ob.features.float() - tb).pow(2).sum())
+        drift_den += float(tb.pow(2).sum())
+        t_real.append(tb.mean(1).cpu())
+        t_fake.append(teacher(rb).float().mean(1).cpu())
+        recon.append(rb.cpu())
+    recon = torch.cat(recon)
     out: dict[str, Any] = {
         "test_images": len(x),
         "psnr": float(psnr(recon, x).mean()),
         "ssim": float(ssim(recon, x).mean()),
         "mean_image_psnr": float(mean_image_psnr(train_set.images, x)),
-        "fd_initial_encoder": frechet_distance(encoder_features(teacher, x, bs).double().numpy(),
-                                               encoder_features(teacher, recon, bs).double().numpy()),
-        "feature_drift": feature_drift(model.encoder, teacher, x, bs),
+        "fd_initial_encoder": frechet_distance(torch.cat(t_real).double().numpy(), torch.cat(t_fake).double().numpy()),
+        "feature_drift": drift_num / drift_den,
         **usage.as_dict(""),
     }
     e = cfg.eval

@@ -16,6 +16,7 @@ checkpointed with the model, optimiser and EMA, so a resumed run continues with 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from shared.training import (
     EMA,
@@ -250,7 +251,7 @@ def train(cfg: VQRAEConfig) -> dict[str, Any]:
             pass
     if cfg.run.evaluate and main:
         model.eval()
-        ctx = ema.average_parameters() if ema is not None else _null()
+        ctx = ema.average_parameters() if ema is not None else contextlib.nullcontext()
         with ctx:
             summary.update(evaluate(cfg, model, teacher, train_set, test_set, device=device,
                                     grid_path=run_dir / "reconstructions.png"))
@@ -286,17 +287,9 @@ def _perceptual(cfg: VQRAEConfig, teacher: nn.Module):
     return build_perceptual("lpips", net=lc.perceptual_model)
 
 
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
 def _autocast(precision: str, device: torch.device):
     if precision == "no" or device.type != "cuda":
-        return _null()
+        return contextlib.nullcontext()
     return torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
@@ -322,13 +315,3 @@ def load_run(run_dir: str | Path, *, ema: bool = True, device: str = "cpu") -> t
     model.to(device).eval()
     teacher.to(device)
     return cfg, model, teacher
-
-
-def reconstruct(model: VQRAE, images: Tensor, batch_size: int = 100) -> Tensor:
-    """Reconstructions in [0, 1] of ``images`` (eval mode, no grad), batched."""
-    dev = next(model.parameters()).device
-    outs = []
-    with torch.no_grad():
-        for i in range(0, len(images), batch_size):
-            outs.append(model(images[i:i + batch_size].to(dev)).recon.clamp(0, 1).cpu())
-    return torch.cat(outs)
