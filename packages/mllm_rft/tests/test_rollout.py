@@ -197,3 +197,22 @@ def test_validation_errors(model, batch):
         generate_with_logprobs(model, batch, max_new_tokens=2, temperature=0.0)
     with pytest.raises(ValueError, match="max_new_tokens"):
         generate_with_logprobs(model, batch, max_new_tokens=0)
+
+
+def test_media_tokens_are_never_sampled(model, batch):
+    """A completion holding an image placeholder would break the next forward pass; they are suppressed."""
+    from mllm_rft.rollout import media_token_ids
+
+    assert media_token_ids(model) == sorted([IMG, VID, VSTART, VEND])
+    saved = model.lm_head.weight[IMG].detach().clone()
+    with torch.no_grad():  # make the image token the most likely next token everywhere
+        model.lm_head.weight[IMG] += 50.0 * model.lm_head.weight.norm(dim=1).max()
+    try:
+        r = generate_with_logprobs(model, batch, max_new_tokens=6, temperature=1.0, seed=0)
+        assert not torch.isin(r.completion_ids, torch.tensor([IMG, VID, VSTART, VEND])).any()
+        raw = generate_with_logprobs(model, batch, max_new_tokens=2, temperature=1.0, seed=0,
+                                     suppress_media_tokens=False)
+        assert (raw.completion_ids == IMG).any()
+    finally:
+        with torch.no_grad():
+            model.lm_head.weight[IMG] = saved

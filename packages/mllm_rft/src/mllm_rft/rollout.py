@@ -45,6 +45,7 @@ __all__ = [
     "completion_mask_from_eos",
     "freeze_vision_tower",
     "generate_with_logprobs",
+    "media_token_ids",
     "sequence_logprobs",
     "vision_tower",
 ]
@@ -65,6 +66,8 @@ class Rollout:
     completion_mask  (B, T) long, 1 up to and including the first EOS, 0 after
     logprobs         (B, T) float32, log_softmax(z_t / τ)[o_t]; 0 where completion_mask is 0
     temperature      τ used in `logprobs` (1.0 for greedy decoding)
+    entropy          (B, T) float32 entropy of softmax(z_t / τ), the distribution sampled from (top-p/top-k aside);
+                     0 where completion_mask is 0; None when the rollout was not generated (e.g. fixed answers)
     """
 
     prompt_ids: torch.Tensor
@@ -75,6 +78,7 @@ class Rollout:
     temperature: float
     eos_token_id: tuple[int, ...]
     pad_token_id: int
+    entropy: torch.Tensor | None = None
 
     @property
     def lengths(self) -> torch.Tensor:
@@ -139,6 +143,7 @@ def generate_with_logprobs(
     seed: int | None = None,
     eos_token_id: int | list[int] | None = None,
     pad_token_id: int | None = None,
+    suppress_media_tokens: bool = True,
     **generate_kwargs: Any,
 ) -> Rollout:
     """Sample completions with `model.generate` and record log_softmax(z_t / τ)[o_t] once, at generation time.
@@ -148,6 +153,9 @@ def generate_with_logprobs(
     top_p / top_k truncate the *sampling* distribution only; recorded log-probs stay untruncated (module docstring).
     seed: when given, sampling runs under `torch.manual_seed(seed)` inside a forked RNG (same seed -> same rollout).
     eos_token_id / pad_token_id default to `model.generation_config`; pad falls back to the first EOS id.
+    suppress_media_tokens: never sample the image / video / vision-start / vision-end tokens (`media_token_ids`): a
+    completion holding one would be read as an image placeholder by the next forward pass and fail (an untrained
+    tiny model does sample them). Like top-p, this shapes sampling only; recorded log-probs stay untruncated.
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
@@ -175,6 +183,8 @@ def generate_with_logprobs(
         if do_sample
         else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
     )
+    if suppress_media_tokens and media_token_ids(model):
+        generate_kwargs.setdefault("suppress_tokens", media_token_ids(model))
     with _seeded(seed, device):
         out = model.generate(
             **model_inputs,
@@ -193,7 +203,9 @@ def generate_with_logprobs(
 
     tau = float(temperature) if do_sample else 1.0
     logits = torch.stack(out.logits, dim=1).float()  # (B, T, V) raw logits, before any processor
-    logprobs = _token_logprobs(logits / tau, completion_ids) * completion_mask
+    log_probs = torch.log_softmax(logits / tau, dim=-1)
+    logprobs = log_probs.gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1) * completion_mask
+    entropy = -(log_probs.exp() * log_probs).sum(-1) * completion_mask
     return Rollout(
         prompt_ids=prompt_ids,
         prompt_mask=prompt_mask.long(),
@@ -203,7 +215,16 @@ def generate_with_logprobs(
         temperature=tau,
         eos_token_id=eos,
         pad_token_id=int(pad_token_id),
+        entropy=entropy,
     )
+
+
+def media_token_ids(model: Any) -> list[int]:
+    """Ids of the image / video placeholder and vision start / end tokens named in the model's config."""
+    config = model.config
+    names = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id", "image_token_index")
+    ids = [getattr(config, n, None) for n in names]
+    return sorted({int(i) for i in ids if isinstance(i, int) and i >= 0})
 
 
 def _token_logprobs(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:

@@ -24,12 +24,12 @@ convention, `shared.shapes.detect`); no rescaling (the `iou` reward rescales onl
 Splits [our reading: the card names the OOD idea, the exact hold-outs are ours]:
 
 - "train" and "test": the same distribution, drawn from disjoint seed streams (`SeedSequence([seed, split, task, i])`).
-- "ood": counting asks about `OOD_COUNTS` (4–5) objects where train/test use `COUNTS` (1–3); the renderer placed 7
-  objects in 100 of 100 seeds at 48 and 64 px and the detector counted them all [our reading]. Counting holds out
-  counts only (its colours range over all 18 pairs). Attribute and grounding query an object whose colour × shape
-  pair is in `HELD_OUT_PAIRS` (distractors stay seen pairs); spatial draws both objects from it. No object of a
-  train/test scene of these three tasks has a held-out pair (6 of the 18 pairs, one per colour, so every colour and
-  every shape is still seen in training).
+- "ood": every task asks about objects whose colour × shape pair is in `HELD_OUT_PAIRS` (6 of the 18 pairs, one per
+  colour, so every colour and every shape is still seen in training); distractors stay seen pairs. Counting counts
+  held-out-pair objects, attribute and grounding query one, spatial draws both objects from them. No object of a
+  train/test scene has a held-out pair. Counting keeps the same counts (`COUNTS`, 1–3) in all splits: a model that
+  never wrote "4" in supervised training cannot be rewarded for it, so unseen counts would measure nothing RL can
+  change [our reading; an earlier version held out counts 4–5].
 
 Loaders `load_jsonl` / `load_parquet` read local copies of the common layouts (card §4: Geometry3K, CLEVR counting,
 RefCOCO-style REC) into the same `Sample`; a missing column raises before any image is opened.
@@ -56,7 +56,6 @@ from mllm_rft.rewards import extract_answer, get_reward, parse_box
 __all__ = [
     "COUNTS",
     "HELD_OUT_PAIRS",
-    "OOD_COUNTS",
     "SPLITS",
     "TASKS",
     "Sample",
@@ -69,7 +68,6 @@ __all__ = [
 
 SPLITS: tuple[str, ...] = ("train", "test", "ood")
 COUNTS: tuple[int, ...] = (1, 2, 3)
-OOD_COUNTS: tuple[int, ...] = (4, 5)
 # One held-out shape per colour, cycling through the shapes: (circle, red), (square, orange), (triangle, yellow),
 # (circle, green), (square, blue), (triangle, purple). Every shape keeps 4 colours and every colour 2 shapes in train.
 HELD_OUT_PAIRS: frozenset[tuple[str, str]] = frozenset(
@@ -166,16 +164,18 @@ def available_tasks() -> list[str]:
 
 @_task("counting")
 def _counting(rng: np.random.Generator, *, ood: bool, size: int, max_distractors: int) -> Sample:
-    """CLEVR-style counting (card §4): n target objects, n in `OOD_COUNTS` for "ood" else `COUNTS`, plus distractors
-    that differ in shape (or, when the question names a colour, in shape or colour). Reward `count`."""
-    n = int(_pick(rng, OOD_COUNTS if ood else COUNTS))
-    shape = _pick(rng, SHAPES)
-    color = _pick(rng, COLOR_NAMES) if rng.random() < 0.5 else None
-    objects = [{"class": shape, "color": color or _pick(rng, COLOR_NAMES)} for _ in range(n)]
+    """CLEVR-style counting (card §4): n ∈ `COUNTS` target objects of one shape (of one named colour half the time),
+    their colour × shape pairs held out in "ood" and seen otherwise, plus 0..`max_distractors` seen-pair distractors
+    that the question does not count. Reward `count`."""
+    n = int(_pick(rng, COUNTS))
+    pairs = _pairs(ood)
+    shape, named = _pick(rng, pairs)
+    color = named if rng.random() < 0.5 else None
+    colours = [c for s, c in pairs if s == shape]
+    objects = [{"class": shape, "color": color or _pick(rng, colours)} for _ in range(n)]
+    others = [(s, c) for s, c in _SEEN_PAIRS if s != shape or (color is not None and c != color)]
     for _ in range(int(rng.integers(0, max_distractors + 1))):
-        s, c = _pick(rng, SHAPES), _pick(rng, COLOR_NAMES)
-        while s == shape and (color is None or c == color):
-            s, c = _pick(rng, SHAPES), _pick(rng, COLOR_NAMES)
+        s, c = _pick(rng, others)
         objects.append({"class": s, "color": c})
     image, placed = _render(_record(objects, "counting"), size, rng)
     count = len(_matching(placed, shape, color))

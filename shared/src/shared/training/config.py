@@ -738,11 +738,11 @@ def build_arg_parser(cls: type, *, prog: str | None = None, description: str | N
 
 
 def add_train_command(subparsers, cls: type, *, help: str, default_preset: str = "shapes",
-                      note: str = "tiny shapes-world base, CPU, minutes") -> argparse.ArgumentParser:
+                      note: str = "tiny shapes-world base, CPU, minutes", name: str = "train") -> argparse.ArgumentParser:
     """The ``train`` subcommand of a package CLI (``chunk-grpo train``, ``slas train``, ``mask-grpo train``): the config
     options of :func:`build_arg_parser` for ``cls``, its docstring as description, and ``default_preset`` when no
-    ``--preset`` is given (``note`` says what that preset runs)."""
-    train = subparsers.add_parser("train", formatter_class=argparse.RawDescriptionHelpFormatter, help=help,
+    ``--preset`` is given (``note`` says what that preset runs). ``name`` renames the subcommand (``mllm-rft sft``)."""
+    train = subparsers.add_parser(name, formatter_class=argparse.RawDescriptionHelpFormatter, help=help,
                                   description=(cls.__doc__ or "").strip())
     build_arg_parser(cls, parser=train)
     train.set_defaults(preset=default_preset)

@@ -1,0 +1,170 @@
+"""GRPO vs DAPO vs Dr. GRPO vs GSPO on the shapes-world counting task, same budget, 3 seeds (mllm_rft.md §2).
+
+Every arm starts from the committed tiny Qwen2-VL (assets/shapes_vlm) with the `shapes-count` preset: same
+questions, group size, sampling, rewards (accuracy + 0.5 · format), learning rate, number of rollout batches and
+seeds; only the objective preset differs (each with its paper's defaults, `mllm_rft.objective.PRESETS`):
+
+* ``grpo``     group std, seq-mean-token-mean, token ratio, ε 0.2, k3 KL β 0.04
+* ``dapo``     group std, token-mean, clip-higher 0.2 / 0.28, β 0 (dynamic sampling off unless `--set
+               rollout.dynamic_sampling=true`, which changes the number of rollouts per step)
+* ``dr_grpo``  no std, constant denominator N · max_new_tokens, β 0
+* ``gspo``     sequence ratio, ε 3e-4 / 4e-4, β 0; the same μ / mini-batch setting as the others (`train.*`), so
+               with μ = 1 and one mini-batch its clip never acts (card §2: clipping acts only off-policy)
+
+Reported per arm (mean ± std over seeds): greedy accuracy on held-out counting questions and on the OOD split
+(held-out colour × shape pairs), their gains over the base, and the mean response length at the end::
+
+    uv run python tools/repro/objectives.py                              # 4 objectives × 3 seeds
+    uv run python tools/repro/objectives.py --arms grpo,dapo --seeds 1 --steps 10   # a quick look
+
+Writes docs/results/mllm_rft_objectives.{md,json,png}; run folders go to outputs/mllm_rft_objectives/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from arms import mean_std, run_parallel  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+ARMS = ("grpo", "dapo", "dr_grpo", "gspo")
+
+
+def run_arm(arm: str, seed: int, args) -> None:
+    from shared.training import load_config
+
+    from mllm_rft.config import RFTConfig
+    from mllm_rft.trainer import train
+
+    run_dir = Path(args.runs) / f"{arm}_s{seed}"
+    if run_dir.exists() and not args.resume:
+        shutil.rmtree(run_dir)
+    overrides = [f"run.dir={run_dir}", f"train.seed={seed}", f"train.steps={args.steps}",
+                 f"eval.every={args.eval_every}", "eval.examples=0", "run.progress=false", "run.threads=1",
+                 f"run.save_every={args.steps}", f"objective.preset={arm}", *args.set]
+    train(load_config(RFTConfig, preset="shapes-count", overrides=overrides))
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def summarise(runs: Path, arms: list[str], seeds: list[int]) -> dict:
+    out = {}
+    for arm in arms:
+        evals = [json.loads((runs / f"{arm}_s{s}" / "eval.json").read_text()) for s in seeds]
+        row = {}
+        for split in ("test", "ood"):
+            after = [e["after"][split]["accuracy"] for e in evals]
+            before = [e["before"][split]["accuracy"] for e in evals]
+            row[split] = {"after": after, "before": before, "after_mean_std": mean_std(after),
+                          "gain_mean_std": mean_std([a - b for a, b in zip(after, before)])}
+        lengths = [e["after"]["test"]["length"] for e in evals]
+        row["length_mean_std"] = mean_std(lengths)
+        row["length_before"] = evals[0]["before"]["test"]["length"]
+        curves = [[r["accuracy"] for r in _metrics(runs / f"{arm}_s{s}") if "accuracy" in r and "reward/mean" in r]
+                  for s in seeds]
+        row["train_accuracy_curves"] = curves
+        out[arm] = row
+    return out
+
+
+def plot(summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.3))
+    for arm, row in summary.items():
+        c = np.array(row["train_accuracy_curves"])
+        k = 5  # moving average over 5 steps
+        sm = np.array([np.convolve(x, np.ones(k) / k, mode="valid") for x in c])
+        x = np.arange(k, c.shape[1] + 1)
+        axes[0].plot(x, sm.mean(0), label=arm)
+        axes[0].fill_between(x, sm.mean(0) - sm.std(0), sm.mean(0) + sm.std(0), alpha=0.15)
+    axes[0].set(xlabel="step", ylabel="training accuracy (5-step mean)", title="sampled completions, training questions")
+    axes[0].grid(alpha=0.3)
+    axes[0].legend()
+    names = list(summary)
+    for j, split in enumerate(("test", "ood")):
+        means = [summary[a][split]["after_mean_std"][0] for a in names]
+        stds = [summary[a][split]["after_mean_std"][1] for a in names]
+        axes[1].bar(np.arange(len(names)) + 0.38 * j, means, 0.38, yerr=stds, capsize=3,
+                    label=f"{split} (base {summary[names[0]][split]['before'][0]:.3f})")
+    axes[1].set_xticks(np.arange(len(names)) + 0.19, names)
+    axes[1].set(ylabel="greedy accuracy after training", title="held-out and OOD counting")
+    axes[1].legend()
+    axes[1].grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def table(summary: dict) -> str:
+    lines = ["| objective | test accuracy | gain | OOD accuracy | gain | response length (tokens) |",
+             "|---|---|---|---|---|---|"]
+    first = next(iter(summary.values()))
+    lines.append(f"| base (SFT) | {first['test']['before'][0]:.3f} | | {first['ood']['before'][0]:.3f} | | "
+                 f"{first['length_before']:.1f} |")
+    for arm, r in summary.items():
+        (tm, ts), (tg, tgs) = r["test"]["after_mean_std"], r["test"]["gain_mean_std"]
+        (om, os_), (og, ogs) = r["ood"]["after_mean_std"], r["ood"]["gain_mean_std"]
+        lm, ls = r["length_mean_std"]
+        lines.append(f"| {arm} | {tm:.3f} ± {ts:.3f} | {tg:+.3f} ± {tgs:.3f} | {om:.3f} ± {os_:.3f} | "
+                     f"{og:+.3f} ± {ogs:.3f} | {lm:.1f} ± {ls:.1f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--arms", default=",".join(ARMS))
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--steps", type=int, default=None, help="rollout batches per run (default: the preset's)")
+    p.add_argument("--eval-every", type=int, default=0, help="intermediate evaluations (0: before and after only)")
+    p.add_argument("--jobs", type=int, default=2, help="runs in parallel (one CPU thread each)")
+    p.add_argument("--runs", default=str(ROOT / "outputs" / "mllm_rft_objectives"))
+    p.add_argument("--out", default=str(ROOT / "docs" / "results" / "mllm_rft_objectives"))
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra RFTConfig overrides")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--one", nargs=2, metavar=("ARM", "SEED"), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.steps is None:
+        from mllm_rft.config import RFTConfig
+
+        args.steps = RFTConfig().train.steps
+    if args.one:
+        run_arm(args.one[0], int(args.one[1]), args)
+        return
+    arms = [a for a in args.arms.split(",") if a]
+    for a in arms:
+        if a not in ARMS:
+            raise SystemExit(f"--arms: unknown objective {a!r}; choose from {', '.join(ARMS)}")
+    seeds = list(range(args.seeds))
+    runs = Path(args.runs)
+    runs.mkdir(parents=True, exist_ok=True)
+    run_parallel(__file__, [(a, s) for a in arms for s in seeds], sys.argv[1:], runs, args.jobs, args.resume)
+    summary = summarise(runs, arms, seeds)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    plot(summary, out.with_suffix(".png"))
+    md = table(summary)
+    print(md)
+    out.with_suffix(".json").write_text(json.dumps({"steps": args.steps, "seeds": seeds, "set": args.set,
+                                                    "summary": summary}, indent=2))
+    cmd = " ".join(["uv run python tools/repro/objectives.py", *sys.argv[1:]])
+    out.with_suffix(".md").write_text(
+        f"# GRPO vs DAPO vs Dr. GRPO vs GSPO on shapes-world counting\n\n`{cmd}`\n\n"
+        f"{args.steps} rollout batches per run, {len(seeds)} seeds, preset `shapes-count` (tiny Qwen2-VL from "
+        f"assets/shapes_vlm); greedy accuracy on 300 held-out and 300 OOD questions.\n\n{md}\n\n"
+        f"![curves]({out.with_suffix('.png').name})\n")
+
+
+if __name__ == "__main__":
+    main()
