@@ -43,3 +43,15 @@ def test_grad_snr_tool_runs_on_the_base(capsys):
     module.main(["--prompts", "1", "--group-size", "2", "--batches", "2", "--num-steps", "4", "--chunks", "1,2"])
     out = capsys.readouterr().out
     assert "gradient cosine between independent 2-sample batches" in out and "the transitions explain" in out
+
+
+def test_rollout_vlm_bench_tiny(tmp_path):
+    out = tmp_path / "rv"
+    _load("rollout_vlm").main(["--questions", "1", "--group", "2", "--micro-batch", "2", "--max-new-tokens", "4",
+                               "--repeats", "1", "--threads", "1", "--out", str(out)])
+    data = json.loads(out.with_suffix(".json").read_text())
+    rows = data["rows"]
+    assert set(rows) == {"ours", "batched + forward", "naive"} and data["completions"] == 2
+    # the same batches and seeds: the batched sides generate the same tokens
+    assert rows["ours"]["tokens"] == rows["batched + forward"]["tokens"] > 0
+    assert data["ratio_ours_over_naive"] > 0 and "ours / naive" in out.with_suffix(".md").read_text()

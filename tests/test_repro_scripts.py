@@ -40,3 +40,19 @@ def test_repro_script_runs_tiny(tmp_path, script, arms):
     assert set(data["summary"]) == set(arms.split(","))
     assert all(len(c) == 2 for curves in data["curves"].values() for c in curves)
     assert out.with_suffix(".png").stat().st_size > 0 and "| arm |" in out.with_suffix(".md").read_text()
+
+
+def test_objectives_script_runs_tiny(tmp_path):
+    out = tmp_path / "obj"
+    small = ["data.train_size=8", "data.test_size=3", "data.ood_size=3", "rollout.prompts_per_step=2",
+             "rollout.group_size=2", "rollout.max_new_tokens=6", "eval.samples=2"]
+    argv = ["--arms", "grpo,dr_grpo", "--seeds", "1", "--steps", "2", "--runs", str(tmp_path / "runs"),
+            "--out", str(out), "--jobs", "2", *[x for kv in small for x in ("--set", kv)]]
+    _load("objectives").main(argv)
+    data = json.loads(out.with_suffix(".json").read_text())
+    assert set(data["summary"]) == {"grpo", "dr_grpo"} and data["steps"] == 2
+    row = data["summary"]["grpo"]
+    assert set(row) >= {"test", "ood", "test_sampled", "ood_sampled", "length_mean_std"}
+    assert all(len(c) == 2 for c in row["train_accuracy_curves"])
+    md = out.with_suffix(".md").read_text()
+    assert "| base (SFT) |" in md and "test avg@k" in md and out.with_suffix(".png").stat().st_size > 0

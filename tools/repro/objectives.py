@@ -59,7 +59,9 @@ def summarise(runs: Path, arms: list[str], seeds: list[int]) -> dict:
     for arm in arms:
         evals = [json.loads((runs / f"{arm}_s{s}" / "eval.json").read_text()) for s in seeds]
         row = {}
-        for split in ("test", "ood"):
+        for split in ("test", "ood", "test_sampled", "ood_sampled"):
+            if split not in evals[0]["after"]:
+                continue
             after = [e["after"][split]["accuracy"] for e in evals]
             before = [e["before"][split]["accuracy"] for e in evals]
             row[split] = {"after": after, "before": before, "after_mean_std": mean_std(after),
@@ -84,7 +86,7 @@ def plot(summary: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.3))
     for arm, row in summary.items():
         c = np.array(row["train_accuracy_curves"])
-        k = 5  # moving average over 5 steps
+        k = min(5, c.shape[1])  # moving average over 5 steps
         sm = np.array([np.convolve(x, np.ones(k) / k, mode="valid") for x in c])
         x = np.arange(k, c.shape[1] + 1)
         axes[0].plot(x, sm.mean(0), label=arm)
@@ -108,21 +110,24 @@ def plot(summary: dict, path: Path) -> None:
 
 
 def table(summary: dict) -> str:
-    lines = ["| objective | test accuracy | gain | OOD accuracy | gain | response length (tokens) |",
-             "|---|---|---|---|---|---|"]
     first = next(iter(summary.values()))
-    lines.append(f"| base (SFT) | {first['test']['before'][0]:.3f} | | {first['ood']['before'][0]:.3f} | | "
-                 f"{first['length_before']:.1f} |")
+    splits = [s for s in ("test", "ood", "test_sampled", "ood_sampled") if s in first]
+    names = {"test": "test greedy", "ood": "OOD greedy", "test_sampled": "test avg@k", "ood_sampled": "OOD avg@k"}
+    lines = ["| objective | " + " | ".join(f"{names[s]} | gain" for s in splits) + " | response length (tokens) |",
+             "|---|" + "---|---|" * len(splits) + "---|"]
+    lines.append("| base (SFT) | " + " | ".join(f"{first[s]['before'][0]:.3f} | " for s in splits)
+                 + f" | {first['length_before']:.1f} |")
     for arm, r in summary.items():
-        (tm, ts), (tg, tgs) = r["test"]["after_mean_std"], r["test"]["gain_mean_std"]
-        (om, os_), (og, ogs) = r["ood"]["after_mean_std"], r["ood"]["gain_mean_std"]
+        cells = []
+        for s in splits:
+            (m, sd), (g, gs) = r[s]["after_mean_std"], r[s]["gain_mean_std"]
+            cells.append(f"{m:.3f} ± {sd:.3f} | {g:+.3f} ± {gs:.3f}")
         lm, ls = r["length_mean_std"]
-        lines.append(f"| {arm} | {tm:.3f} ± {ts:.3f} | {tg:+.3f} ± {tgs:.3f} | {om:.3f} ± {os_:.3f} | "
-                     f"{og:+.3f} ± {ogs:.3f} | {lm:.1f} ± {ls:.1f} |")
+        lines.append(f"| {arm} | " + " | ".join(cells) + f" | {lm:.1f} ± {ls:.1f} |")
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arms", default=",".join(ARMS))
     p.add_argument("--seeds", type=int, default=3)
@@ -134,11 +139,14 @@ def main() -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra RFTConfig overrides")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--one", nargs=2, metavar=("ARM", "SEED"), help=argparse.SUPPRESS)
-    args = p.parse_args()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = p.parse_args(argv)
     if args.steps is None:
+        from shared.training import load_config
+
         from mllm_rft.config import RFTConfig
 
-        args.steps = RFTConfig().train.steps
+        args.steps = load_config(RFTConfig, preset="shapes-count").train.steps
     if args.one:
         run_arm(args.one[0], int(args.one[1]), args)
         return
@@ -149,7 +157,7 @@ def main() -> None:
     seeds = list(range(args.seeds))
     runs = Path(args.runs)
     runs.mkdir(parents=True, exist_ok=True)
-    run_parallel(__file__, [(a, s) for a in arms for s in seeds], sys.argv[1:], runs, args.jobs, args.resume)
+    run_parallel(__file__, [(a, s) for a in arms for s in seeds], argv, runs, args.jobs, args.resume)
     summary = summarise(runs, arms, seeds)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -158,11 +166,12 @@ def main() -> None:
     print(md)
     out.with_suffix(".json").write_text(json.dumps({"steps": args.steps, "seeds": seeds, "set": args.set,
                                                     "summary": summary}, indent=2))
-    cmd = " ".join(["uv run python tools/repro/objectives.py", *sys.argv[1:]])
+    cmd = " ".join(["uv run python tools/repro/objectives.py", *argv])
     out.with_suffix(".md").write_text(
         f"# GRPO vs DAPO vs Dr. GRPO vs GSPO on shapes-world counting\n\n`{cmd}`\n\n"
         f"{args.steps} rollout batches per run, {len(seeds)} seeds, preset `shapes-count` (tiny Qwen2-VL from "
-        f"assets/shapes_vlm); greedy accuracy on 300 held-out and 300 OOD questions.\n\n{md}\n\n"
+        f"assets/shapes_vlm); accuracy on 300 held-out and 300 OOD questions, greedy and avg@k (k sampled completions "
+        f"per question at the rollout temperature); mean ± std over seeds, gain = after − before per seed.\n\n{md}\n\n"
         f"![curves]({out.with_suffix('.png').name})\n")
 
 

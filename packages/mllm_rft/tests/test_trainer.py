@@ -140,7 +140,9 @@ def test_short_run_per_preset(tiny_vlm_dir, tmp_path, objective):
                 "zero_std_fraction", "loss/clip_frac_low", "loss/clip_frac_high", "grad_norm"):
         assert key in steps[0], key
     assert ("loss/kl_mean" in steps[0]) == (objective == "grpo")
-    assert set(summary["before"]) == {"test", "ood"} and set(summary["after"]) == {"test", "ood"}
+    splits = {"test", "ood", "test_sampled", "ood_sampled"}  # the preset also reports avg@k
+    assert set(summary["before"]) == splits and set(summary["after"]) == splits
+    assert set(summary["after"]["test"]["answers"]) <= {"1", "2", "3"}  # per-gold-count breakdown
     for f in ("curves.png", "eval.json", "examples_test_before.png", "examples_ood_after.png",
               "policy/config.json", "policy/model.safetensors"):
         assert (tmp_path / f).is_file(), f

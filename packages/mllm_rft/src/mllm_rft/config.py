@@ -262,8 +262,15 @@ def _real_model(path: str, run_dir: str, source: str) -> RFTConfig:
 
 @register_preset(RFTConfig, "shapes-count")
 def shapes_count() -> RFTConfig:
-    """The committed tiny Qwen2-VL on shapes-world counting: GRPO, G 8, 16 questions a step, CPU, minutes."""
-    return RFTConfig()
+    """The committed tiny Qwen2-VL on shapes-world counting: GRPO (β 0.04), G 8, 16 questions a step, 120 steps at
+    lr 1e-4 with the image tower trained too (the base's errors are perceptual), greedy and avg@4 evaluation every
+    30 steps; about 6 minutes on 2 CPU cores. lr 3e-4 raises the training reward faster but the greedy answer
+    collapses onto 1 and 3 (docs/results/mllm_rft_shapes_count.md)."""
+    cfg = RFTConfig()
+    cfg.model.freeze_vision = False
+    cfg.train.steps, cfg.train.lr = 120, 1e-4
+    cfg.eval.every, cfg.eval.samples = 30, 4
+    return cfg
 
 
 @register_preset(RFTConfig, "qwen2vl-2b-clevr")
@@ -370,6 +377,11 @@ class SFTConfig(Config):
 
 @register_preset(SFTConfig, "shapes")
 def sft_shapes() -> SFTConfig:
-    """The committed base (`assets/shapes_vlm`): all four shapes tasks, tiny Qwen2-VL from scratch."""
-    return SFTConfig()
+    """The committed base (`assets/shapes_vlm`): tiny Qwen2-VL from scratch on the counting task, 1500 steps.
+    Counting only: with all four tasks mixed in the same 1500 steps the base counts at chance (0.39 held-out vs
+    0.33), leaving the counting preset nothing to start from; `--set data.tasks=attribute,counting,grounding,spatial`
+    trains on all four."""
+    cfg = SFTConfig()
+    cfg.data.tasks = ["counting"]
+    return cfg
 

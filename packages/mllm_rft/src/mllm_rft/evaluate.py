@@ -10,7 +10,9 @@ reads the content of the last `<answer>…</answer>`, so a completion without on
 default, batched and left-padded through the same `generate_with_logprobs` the rollouts use. With `num_samples`
 k ≥ 1 it samples k completions per question at `temperature` and averages over all of them (avg@k, DAPO's AIME
 metric: the accuracy of the policy that GRPO trains, rather than of its mode); `scores` / `completions` then hold
-the first sample of each question.
+the first sample of each question. When the gold answers take few values (counting's 1–3, yes/no) `answers` breaks
+the result down per gold value: how often the model is right on those questions, and how often it gives that value
+at all, which shows a policy that has collapsed onto a few answers.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ from mllm_rft.rewards import format_reward
 from mllm_rft.rollout import generate_with_logprobs
 from mllm_rft.tasks import Sample, verify
 
-__all__ = ["EvalResult", "evaluate", "save_examples"]
+__all__ = ["EvalResult", "answer_breakdown", "evaluate", "save_examples"]
+
+MAX_ANSWER_VALUES = 12
 
 
 @dataclass
@@ -37,9 +41,14 @@ class EvalResult:
     mean_length: float
     scores: list[float] = field(default_factory=list)
     completions: list[str] = field(default_factory=list)
+    answers: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, float]:
         return {"accuracy": self.accuracy, "format_rate": self.format_rate, "length": self.mean_length}
+
+    def summary(self) -> dict[str, Any]:
+        """as_dict() plus the per-gold-answer breakdown (when there is one), for eval.json."""
+        return {**self.as_dict(), **({"answers": self.answers} if self.answers else {})}
 
     def metrics(self, prefix: str) -> dict[str, float]:
         """{prefix/accuracy, prefix/format_rate, prefix/length} for the metrics log."""
@@ -79,7 +88,28 @@ def evaluate(model: Any, processor: Any, samples: Sequence[Sample], *, batch_siz
     scores = [verify(s, c) for s, c in zip(samples, completions)]
     fmt = [format_reward(c) for c in completions]
     n = len(samples)
-    return EvalResult(sum(scores) / n, sum(fmt) / n, sum(lengths) / n, scores[::k], completions[::k])
+    return EvalResult(sum(scores) / n, sum(fmt) / n, sum(lengths) / n, scores[::k], completions[::k],
+                      answer_breakdown(samples, completions, scores))
+
+
+def answer_breakdown(samples: Sequence[Sample], completions: Sequence[str], scores: Sequence[float]
+                     ) -> dict[str, dict[str, float]]:
+    """{gold value: {"questions": share of completions whose gold answer is it, "accuracy": mean score on them,
+    "answered": share of all completions answering it}}; empty when the gold answers take more than
+    MAX_ANSWER_VALUES values (boxes, free text)."""
+    from mllm_rft.rewards import extract_answer
+
+    golds = sorted({s.answer for s in samples}, key=lambda a: (len(a), a))
+    if not samples or len(golds) > MAX_ANSWER_VALUES:
+        return {}
+    given = [(extract_answer(c) or "").strip().lower() for c in completions]
+    n = len(samples)
+    out = {}
+    for g in golds:
+        mine = [sc for s, sc in zip(samples, scores) if s.answer == g]
+        out[g] = {"questions": len(mine) / n, "accuracy": sum(mine) / len(mine),
+                  "answered": sum(a == g.strip().lower() for a in given) / n}
+    return out
 
 
 def save_examples(samples: Sequence[Sample], result: EvalResult, path: str | Path, *, scale: int = 3) -> Path:

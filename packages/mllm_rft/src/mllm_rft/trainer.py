@@ -358,8 +358,8 @@ def train(cfg: RFTConfig) -> dict[str, Any]:
         results = _evaluate_all(model, processor, evals, cfg)
         record = {k: v for name, res in results.items() for k, v in res.metrics(name).items()}
         if step == 0:
-            history["before"] = {name: res.as_dict() for name, res in results.items()}
-        history["after"] = {name: res.as_dict() for name, res in results.items()}
+            history["before"] = {name: res.summary() for name, res in results.items()}
+        history["after"] = {name: res.summary() for name, res in results.items()}
         history.setdefault("curve", []).append({"step": step, **record})
         logger.log(record, step)
 
