@@ -55,4 +55,9 @@ def test_objectives_script_runs_tiny(tmp_path):
     assert set(row) >= {"test", "ood", "test_sampled", "ood_sampled", "length_mean_std"}
     assert all(len(c) == 2 for c in row["train_accuracy_curves"])
     md = out.with_suffix(".md").read_text()
-    assert "| base (SFT) |" in md and "test avg@k" in md and out.with_suffix(".png").stat().st_size > 0
+    assert "| base (SFT) |" in md and "test avg@k" in md and "(share, greedy held-out)" in md
+    assert out.with_suffix(".png").stat().st_size > 0
+    out.with_suffix(".json").unlink()
+    _load("objectives").main([*argv, "--report"])  # rebuilds the report from the finished runs, trains nothing
+    assert json.loads(out.with_suffix(".json").read_text())["summary"] == data["summary"]
+    assert "--report" not in out.with_suffix(".md").read_text()

@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=2))
     md = (f"# Rollout throughput: batched generate with log-probs vs a per-sample loop\n\n"
-          f"`uv run python tools/bench/rollout_vlm.py {' '.join(_cli(args))}`\n\n"
+          f"`{' '.join(['uv run python tools/bench/rollout_vlm.py', *_cli(args)])}`\n\n"
           f"Model `{args.model}`, {n} completions ({args.questions} counting questions × G {args.group}), "
           f"≤ {args.max_new_tokens} new tokens, temperature 1, {args.device} {args.dtype}, {args.threads} threads, "
           f"median of {args.repeats}.\n\n{table}\n\n**ours / naive: {ratio:.1f}×**; ours / batched + forward "

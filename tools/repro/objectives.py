@@ -16,6 +16,10 @@ Reported per arm (mean ± std over seeds): greedy accuracy on held-out counting 
 
     uv run python tools/repro/objectives.py                              # 4 objectives × 3 seeds
     uv run python tools/repro/objectives.py --arms grpo,dapo --seeds 1 --steps 10   # a quick look
+    uv run python tools/repro/objectives.py --report     # rebuild table, JSON and plot from finished runs
+
+The table also gives how often the policy answers each count (greedy, held-out), which shows a policy that has
+collapsed onto a few answers.
 
 Writes docs/results/mllm_rft_objectives.{md,json,png}; run folders go to outputs/mllm_rft_objectives/.
 """
@@ -69,6 +73,11 @@ def summarise(runs: Path, arms: list[str], seeds: list[int]) -> dict:
         lengths = [e["after"]["test"]["length"] for e in evals]
         row["length_mean_std"] = mean_std(lengths)
         row["length_before"] = evals[0]["before"]["test"]["length"]
+        # how often each answer is given (greedy, held-out): shows a policy collapsing onto a few answers
+        golds = list(evals[0]["after"]["test"].get("answers", {}))
+        row["answered_before"] = {g: evals[0]["before"]["test"]["answers"][g]["answered"] for g in golds}
+        row["answered_mean"] = {g: mean_std([e["after"]["test"]["answers"][g]["answered"] for e in evals])[0]
+                                for g in golds}
         curves = [[r["accuracy"] for r in _metrics(runs / f"{arm}_s{s}") if "accuracy" in r and "reward/mean" in r]
                   for s in seeds]
         row["train_accuracy_curves"] = curves
@@ -100,9 +109,10 @@ def plot(summary: dict, path: Path) -> None:
         stds = [summary[a][split]["after_mean_std"][1] for a in names]
         axes[1].bar(np.arange(len(names)) + 0.38 * j, means, 0.38, yerr=stds, capsize=3,
                     label=f"{split} (base {summary[names[0]][split]['before'][0]:.3f})")
+        axes[1].axhline(summary[names[0]][split]["before"][0], color=f"C{j}", ls="--", lw=1)
     axes[1].set_xticks(np.arange(len(names)) + 0.19, names)
-    axes[1].set(ylabel="greedy accuracy after training", title="held-out and OOD counting")
-    axes[1].legend()
+    axes[1].set(ylabel="greedy accuracy after training", title="held-out and OOD counting (dashed: base)")
+    axes[1].legend(loc="lower center")
     axes[1].grid(alpha=0.3, axis="y")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -113,17 +123,24 @@ def table(summary: dict) -> str:
     first = next(iter(summary.values()))
     splits = [s for s in ("test", "ood", "test_sampled", "ood_sampled") if s in first]
     names = {"test": "test greedy", "ood": "OOD greedy", "test_sampled": "test avg@k", "ood_sampled": "OOD avg@k"}
-    lines = ["| objective | " + " | ".join(f"{names[s]} | gain" for s in splits) + " | response length (tokens) |",
-             "|---|" + "---|---|" * len(splits) + "---|"]
+    golds = list(first.get("answered_mean", {}))
+    shares = f" | answers {' / '.join(golds)} (share, greedy held-out)" if golds else ""
+
+    def answered(d: dict) -> str:
+        return (" | " + " / ".join(f"{d[g]:.2f}" for g in golds)) if golds else ""
+
+    lines = ["| objective | " + " | ".join(f"{names[s]} | gain" for s in splits) + " | response length (tokens)"
+             + shares + " |", "|---|" + "---|---|" * len(splits) + "---|" + ("---|" if golds else "")]
     lines.append("| base (SFT) | " + " | ".join(f"{first[s]['before'][0]:.3f} | " for s in splits)
-                 + f" | {first['length_before']:.1f} |")
+                 + f" | {first['length_before']:.1f}" + answered(first.get("answered_before", {})) + " |")
     for arm, r in summary.items():
         cells = []
         for s in splits:
             (m, sd), (g, gs) = r[s]["after_mean_std"], r[s]["gain_mean_std"]
             cells.append(f"{m:.3f} ± {sd:.3f} | {g:+.3f} ± {gs:.3f}")
         lm, ls = r["length_mean_std"]
-        lines.append(f"| {arm} | " + " | ".join(cells) + f" | {lm:.1f} ± {ls:.1f} |")
+        lines.append(f"| {arm} | " + " | ".join(cells) + f" | {lm:.1f} ± {ls:.1f}" + answered(r.get("answered_mean", {}))
+                     + " |")
     return "\n".join(lines)
 
 
@@ -138,6 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default=str(ROOT / "docs" / "results" / "mllm_rft_objectives"))
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra RFTConfig overrides")
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--report", action="store_true", help="only rebuild the table, JSON and plot from finished runs")
     p.add_argument("--one", nargs=2, metavar=("ARM", "SEED"), help=argparse.SUPPRESS)
     argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
@@ -157,7 +175,8 @@ def main(argv: list[str] | None = None) -> None:
     seeds = list(range(args.seeds))
     runs = Path(args.runs)
     runs.mkdir(parents=True, exist_ok=True)
-    run_parallel(__file__, [(a, s) for a in arms for s in seeds], argv, runs, args.jobs, args.resume)
+    if not args.report:
+        run_parallel(__file__, [(a, s) for a in arms for s in seeds], argv, runs, args.jobs, args.resume)
     summary = summarise(runs, arms, seeds)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -166,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
     print(md)
     out.with_suffix(".json").write_text(json.dumps({"steps": args.steps, "seeds": seeds, "set": args.set,
                                                     "summary": summary}, indent=2))
-    cmd = " ".join(["uv run python tools/repro/objectives.py", *argv])
+    cmd = " ".join(["uv run python tools/repro/objectives.py", *[a for a in argv if a != "--report"]])
     out.with_suffix(".md").write_text(
         f"# GRPO vs DAPO vs Dr. GRPO vs GSPO on shapes-world counting\n\n`{cmd}`\n\n"
         f"{args.steps} rollout batches per run, {len(seeds)} seeds, preset `shapes-count` (tiny Qwen2-VL from "
