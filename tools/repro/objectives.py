@@ -37,6 +37,7 @@ from arms import mean_std, run_parallel  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 ARMS = ("grpo", "dapo", "dr_grpo", "gspo")
+SPLITS = {"test": "test greedy", "ood": "OOD greedy", "test_sampled": "test avg@k", "ood_sampled": "OOD avg@k"}
 
 
 def run_arm(arm: str, seed: int, args) -> None:
@@ -63,9 +64,7 @@ def summarise(runs: Path, arms: list[str], seeds: list[int]) -> dict:
     for arm in arms:
         evals = [json.loads((runs / f"{arm}_s{s}" / "eval.json").read_text()) for s in seeds]
         row = {}
-        for split in ("test", "ood", "test_sampled", "ood_sampled"):
-            if split not in evals[0]["after"]:
-                continue
+        for split in [k for k in SPLITS if k in evals[0]["after"]]:
             after = [e["after"][split]["accuracy"] for e in evals]
             before = [e["before"][split]["accuracy"] for e in evals]
             row[split] = {"after": after, "before": before, "after_mean_std": mean_std(after),
@@ -121,15 +120,14 @@ def plot(summary: dict, path: Path) -> None:
 
 def table(summary: dict) -> str:
     first = next(iter(summary.values()))
-    splits = [s for s in ("test", "ood", "test_sampled", "ood_sampled") if s in first]
-    names = {"test": "test greedy", "ood": "OOD greedy", "test_sampled": "test avg@k", "ood_sampled": "OOD avg@k"}
+    splits = [s for s in SPLITS if s in first]
     golds = list(first.get("answered_mean", {}))
     shares = f" | answers {' / '.join(golds)} (share, greedy held-out)" if golds else ""
 
     def answered(d: dict) -> str:
         return (" | " + " / ".join(f"{d[g]:.2f}" for g in golds)) if golds else ""
 
-    lines = ["| objective | " + " | ".join(f"{names[s]} | gain" for s in splits) + " | response length (tokens)"
+    lines = ["| objective | " + " | ".join(f"{SPLITS[s]} | gain" for s in splits) + " | response length (tokens)"
              + shares + " |", "|---|" + "---|---|" * len(splits) + "---|" + ("---|" if golds else "")]
     lines.append("| base (SFT) | " + " | ".join(f"{first[s]['before'][0]:.3f} | " for s in splits)
                  + f" | {first['length_before']:.1f}" + answered(first.get("answered_before", {})) + " |")

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from mllm_rft.prompts import decode_completions, encode_prompts
-from mllm_rft.rewards import format_reward
+from mllm_rft.rewards import extract_answer, format_reward, normalize_text
 from mllm_rft.rollout import generate_with_logprobs
 from mllm_rft.tasks import Sample, verify
 
@@ -96,27 +96,23 @@ def answer_breakdown(samples: Sequence[Sample], completions: Sequence[str], scor
                      ) -> dict[str, dict[str, float]]:
     """{gold value: {"questions": share of completions whose gold answer is it, "accuracy": mean score on them,
     "answered": share of all completions answering it}}; empty when the gold answers take more than
-    MAX_ANSWER_VALUES values (boxes, free text)."""
-    from mllm_rft.rewards import extract_answer
-
+    MAX_ANSWER_VALUES values (boxes, free text). Answers are compared after `exact_match`'s normalisation."""
     golds = sorted({s.answer for s in samples}, key=lambda a: (len(a), a))
     if not samples or len(golds) > MAX_ANSWER_VALUES:
         return {}
-    given = [(extract_answer(c) or "").strip().lower() for c in completions]
+    given = [normalize_text(extract_answer(c) or "") for c in completions]
     n = len(samples)
     out = {}
     for g in golds:
         mine = [sc for s, sc in zip(samples, scores) if s.answer == g]
         out[g] = {"questions": len(mine) / n, "accuracy": sum(mine) / len(mine),
-                  "answered": sum(a == g.strip().lower() for a in given) / n}
+                  "answered": given.count(normalize_text(g)) / n}
     return out
 
 
 def save_examples(samples: Sequence[Sample], result: EvalResult, path: str | Path, *, scale: int = 3) -> Path:
     """A grid of the images with question, completion's answer and score under each (wrapped captions)."""
     from shared.imaging import save_image_grid
-
-    from mllm_rft.rewards import extract_answer
 
     captions = []
     for s, c, score in zip(samples, result.completions, result.scores):
