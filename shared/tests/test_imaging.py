@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
-from shared.imaging import image_grid, save_image_grid, to_pil_images, to_uint8_hwc
+from shared.imaging import _line_length, image_grid, save_image_grid, to_pil_images, to_uint8_hwc
 
 # --------------------------------------------------------------------------------------------------------------------
 # conversion
@@ -155,3 +155,16 @@ def test_old_names_are_reexports():
     assert shared.shapes.detect.to_uint8_hwc is shared.shapes.to_uint8_hwc is imaging.to_uint8_hwc
     assert shared.training.save_image_grid is shared.training.plots.save_image_grid is imaging.save_image_grid
     assert shared.training.to_pil_images is shared.training.plots.to_pil_images is imaging.to_pil_images
+
+
+
+def test_caption_words_keep_a_visible_gap():
+    """PIL's default font draws a 2-px space ("trianglesare"); caption words stay at least 0.4 em (4 px at the
+    default size 10) apart, and the wrap width counts that gap."""
+    font = ImageFont.load_default()
+    img = np.zeros((8, 60, 3), dtype=np.uint8)
+    band = np.asarray(image_grid(img, captions=["ab cd"], padding=0).convert("L"))[8:]
+    inked = np.flatnonzero((band < 128).any(axis=0))
+    assert (np.diff(inked) - 1).max() >= 4
+    scratch = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    assert _line_length(scratch, "ab cd", font) >= scratch.textlength("ab cd", font=font) + 2

@@ -115,12 +115,30 @@ def to_pil_images(images: Any) -> list[Image.Image]:
 # grid
 
 
+def _word_gap(draw: ImageDraw.ImageDraw, font: Any) -> float:
+    """Pixels between words: PIL's default FreeType font (size 10) draws a 2-px space that makes short words run
+    together ("trianglesare"); use at least 0.4 em."""
+    return max(draw.textlength(" ", font=font), 0.4 * getattr(font, "size", 0))
+
+
+def _line_length(draw: ImageDraw.ImageDraw, line: str, font: Any) -> float:
+    words = line.split(" ")
+    return sum(draw.textlength(w, font=font) for w in words) + _word_gap(draw, font) * (len(words) - 1)
+
+
+def _draw_line(draw: ImageDraw.ImageDraw, xy: tuple[float, float], line: str, font: Any) -> None:
+    x, y = xy
+    for word in line.split(" "):
+        draw.text((x, y), word, fill=(0, 0, 0), font=font)
+        x += draw.textlength(word, font=font) + _word_gap(draw, font)
+
+
 def _wrap(draw: ImageDraw.ImageDraw, text: str, font: Any, width: int, max_lines: int) -> list[str]:
     """Greedy word wrap to ``width`` pixels; ``\\n`` starts a new line; words wider than a line are split; at most
     ``max_lines`` lines (the last one then ends in ``...``)."""
 
     def fits(s: str) -> bool:
-        return draw.textlength(s, font=font) <= width
+        return _line_length(draw, s, font) <= width
 
     lines: list[str] = []
     for paragraph in text.split("\n"):
@@ -198,7 +216,7 @@ def image_grid(images: Any, *, nrow: int | None = None, padding: int = 2, captio
         y = padding + r * (h + cap_h + padding)
         grid.paste(tile, (x, y))
         for j, line in enumerate(wrapped[i] if wrapped else []):
-            draw.text((x + 1, y + h + 1 + j * line_h), line, fill=(0, 0, 0), font=font)
+            _draw_line(draw, (x + 1, y + h + 1 + j * line_h), line, font)
     return grid
 
 
