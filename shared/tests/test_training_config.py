@@ -14,6 +14,7 @@ from shared.errors import ConfigError
 from shared.training.config import (
     Config,
     FieldError,
+    RunFolderConfig,
     build_arg_parser,
     config_field,
     get_preset,
@@ -302,3 +303,30 @@ def test_set_replaces_a_dict_field_but_merges_a_section():
     assert load_config(WithDict, overrides=['kwargs={"jpeg": {"quality": 80}}']).kwargs == {"jpeg": {"quality": 80}}
     cfg = load_config(WithDict, overrides=["optim.lr=1e-5"])
     assert cfg.optim.lr == 1e-5 and cfg.kwargs == {"shapes": {"partial_credit": True}}
+
+
+@dataclass
+class _TrainerRun(RunFolderConfig):
+    dir: str = config_field("outputs/trainer", "trainer's run folder")
+    save_every: int = config_field(7, "checkpoint every n steps")
+    eval_every: int = config_field(3, "evaluate every n steps")
+
+    def validate(self) -> None:
+        super().validate()
+        require_positive(self, "eval_every")
+
+
+@dataclass
+class _Trainer(Config):
+    run: _TrainerRun = field(default_factory=_TrainerRun)
+
+
+def test_run_folder_config_subclass_keeps_shared_fields_and_checks():
+    cfg = load_config(_Trainer, overrides=["run.keep_last=4", "run.resume=false"])
+    assert (cfg.run.dir, cfg.run.save_every, cfg.run.keep_last, cfg.run.resume, cfg.run.progress) == \
+        ("outputs/trainer", 7, 4, False, True)
+    assert [f for f in to_dict(cfg)["run"]] == ["dir", "resume", "save_every", "keep_last", "progress", "eval_every"]
+    for override, name in [("run.dir=", "run.dir"), ("run.keep_last=0", "run.keep_last"),
+                           ("run.save_every=-1", "run.save_every"), ("run.eval_every=0", "run.eval_every")]:
+        with pytest.raises(FieldError, match=name.replace(".", r"\.")):
+            load_config(_Trainer, overrides=[override])

@@ -26,6 +26,7 @@ from pathlib import Path
 from shared.flow_grpo.config import PromptConfig, RewardConfig
 from shared.training import (
     Config,
+    RunFolderConfig,
     config_field,
     register_preset,
     require,
@@ -178,11 +179,9 @@ class FilterConfig(Config):
 
 
 @dataclass
-class RunDirConfig(Config):
+class RunDirConfig(RunFolderConfig):
     dir: str = config_field("outputs/mask_grpo", "run folder: metrics.jsonl, checkpoints/, grids, curves")
-    resume: bool = config_field(True, "continue from the latest checkpoint in dir/checkpoints if there is one")
     save_every: int = config_field(10, "checkpoint every n iterations (0 = only at the end)")
-    keep_last: int = config_field(2, "checkpoints kept")
     eval_every: int = config_field(10, "evaluate every n iterations (0 = off)")
     eval_per_tag: int = config_field(16, "shapes eval prompts per GenEval tag (prompt files: 6×this prompts)")
     eval_tags: list[str] = config_field(default_factory=list, help="shapes tags evaluated (empty = prompts.tags)")
@@ -190,14 +189,11 @@ class RunDirConfig(Config):
     eval_steps: int = config_field(0, "unmasking iterations at evaluation (0 = sample.steps)")
     eval_cfg_scale: float = config_field(0.0, "CFG at evaluation (0 = sample.cfg_scale; Show-o's 5 is 6 here)")
     grids: bool = config_field(True, "write samples_before.png / samples_after.png and reward_curve.png")
-    progress: bool = config_field(True, "show a progress bar")
 
     def validate(self) -> None:
         from shared.shapes import TAGS
 
-        require(self, "dir", bool(self.dir), "is empty", "set {field} to a folder, e.g. --set {field}=outputs/run")
-        require_int(self, "save_every", 0)
-        require_int(self, "keep_last", 1)
+        super().validate()
         require_int(self, "eval_every", 0)
         require_int(self, "eval_per_tag", 1)
         bad = [t for t in self.eval_tags if t not in TAGS]

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from shared.training import (
     Config,
+    RunFolderConfig,
     config_field,
     register_preset,
     require,
@@ -212,20 +213,15 @@ class EvalConfig(Config):
 
 
 @dataclass
-class RunConfig(Config):
+class RunConfig(RunFolderConfig):
     dir: str = config_field("outputs/mllm_rft_shapes_count", "run folder (config, metrics.jsonl, checkpoints, "
                             "eval, plots, examples)")
-    resume: bool = config_field(True, "continue from the latest checkpoint in run.dir when there is one")
     save_every: int = config_field(20, "checkpoint every N steps (and at the end; 0 = only at the end)")
-    keep_last: int = config_field(2, "checkpoints kept")
     threads: int = config_field(2, "torch CPU threads (0 = torch's default)")
-    progress: bool = config_field(True, "show progress bars")
     cpu: bool = config_field(False, "force CPU even when a GPU is present")
 
     def validate(self) -> None:
-        require(self, "dir", bool(self.dir), "is empty", "set {field} to a folder, e.g. --set {field}=outputs/run")
-        require_int(self, "save_every", 0)
-        require_int(self, "keep_last", 1)
+        super().validate()
         require_int(self, "threads", 0)
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from shared.training import (
     Config,
+    RunFolderConfig,
     config_field,
     register_preset,
     require,
@@ -215,21 +216,16 @@ class EvalConfig(Config):
 
 
 @dataclass
-class RunConfig(Config):
+class RunConfig(RunFolderConfig):
     dir: str = config_field("outputs/vqrae_tiny", "run folder (config, metrics.jsonl, checkpoints, eval, plots)")
-    resume: bool = config_field(True, "continue from the latest checkpoint in run.dir when there is one")
     save_every: int = config_field(500, "checkpoint every N steps (and at the end; 0 = only at the end)")
-    keep_last: int = config_field(2, "checkpoints kept")
     log_every: int = config_field(25, "log averaged metrics every N steps")
     evaluate: bool = config_field(True, "evaluate on the held-out images after training")
     threads: int = config_field(2, "torch CPU threads (0 = torch's default)")
-    progress: bool = config_field(True, "show progress bars")
     cpu: bool = config_field(False, "force CPU even when a GPU is present")
 
     def validate(self) -> None:
-        require(self, "dir", bool(self.dir), "is empty", "set {field} to a folder, e.g. --set {field}=outputs/run")
-        require_int(self, "save_every", 0)
-        require_int(self, "keep_last", 1)
+        super().validate()
         require_int(self, "log_every", 1)
         require_int(self, "threads", 0)
 

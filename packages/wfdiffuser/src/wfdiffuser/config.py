@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from shared.training import (
     Config,
+    RunFolderConfig,
     config_field,
     register_preset,
     require,
@@ -169,21 +170,16 @@ class EvalConfig(Config):
 
 
 @dataclass
-class RunConfig(Config):
+class RunConfig(RunFolderConfig):
     dir: str = config_field("outputs/wfdiffuser", "run folder: config.json, metrics.jsonl, checkpoints/, eval.json")
-    resume: bool = config_field(True, "continue from the latest checkpoint in dir/checkpoints if there is one")
     save_every: int = config_field(1000, "checkpoint every n steps (0 = only at the end)")
-    keep_last: int = config_field(2, "checkpoints kept")
     log_every: int = config_field(100, "log the mean losses every n steps")
     evaluate: bool = config_field(True, "evaluate in the env after training (writes eval.json)")
     cpu: bool = config_field(False, "force CPU even when a GPU is present")
     threads: int = config_field(1, "torch CPU threads (one is fastest for the small CPU models; 0 = torch's default)")
-    progress: bool = config_field(True, "show progress bars")
 
     def validate(self) -> None:
-        require(self, "dir", bool(self.dir), "is empty", "set {field} to a folder, e.g. --set {field}=outputs/run")
-        require_int(self, "save_every", 0)
-        require_int(self, "keep_last", 1)
+        super().validate()
         require_int(self, "log_every", 1)
         require_int(self, "threads", 0)
 

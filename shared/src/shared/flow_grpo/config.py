@@ -26,12 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from shared.training import (
-    require_int,
     Config,
+    RunFolderConfig,
     config_field,
     register_preset,
     require,
     require_in,
+    require_int,
     require_non_negative,
     require_positive,
     require_range,
@@ -253,11 +254,9 @@ class TrainConfig(Config):
 
 
 @dataclass
-class RunDirConfig(Config):
+class RunDirConfig(RunFolderConfig):
     dir: str = config_field("outputs/flow_grpo", "run folder: metrics.jsonl, checkpoints/, grids, curves")
-    resume: bool = config_field(True, "continue from the latest checkpoint in dir/checkpoints if there is one")
     save_every: int = config_field(5, "checkpoint every n iterations (0 = only at the end)")
-    keep_last: int = config_field(2, "checkpoints kept")
     eval_every: int = config_field(10, "evaluate every n iterations (0 = off)")
     eval_per_tag: int = config_field(2, "shapes eval prompts per GenEval tag (prompt files: 6×this prompts)")
     eval_steps: int = config_field(20, "ODE steps for evaluation and grids")
@@ -270,12 +269,9 @@ class RunDirConfig(Config):
                                           "eval_hybrid/... beside eval/... and grid samples_after_hybrid.png "
                                           "(0 = off)")
     grids: bool = config_field(True, "write samples_before.png / samples_after.png and reward_curve.png")
-    progress: bool = config_field(True, "show a progress bar")
 
     def validate(self) -> None:
-        require(self, "dir", bool(self.dir), "is empty", "set {field} to a folder, e.g. --set {field}=outputs/run")
-        require_int(self, "save_every", 0)
-        require_int(self, "keep_last", 1)
+        super().validate()
         require_int(self, "eval_every", 0)
         require_int(self, "eval_per_tag", 1)
         require_int(self, "eval_steps", 1)

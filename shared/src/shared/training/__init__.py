@@ -44,6 +44,7 @@ from shared.training.checkpoint import (
 from shared.training.config import (
     Config,
     FieldError,
+    RunFolderConfig,
     add_train_command,
     build_arg_parser,
     config_field,
@@ -78,6 +79,7 @@ __all__ = [
     "Config",
     "FaultGuard",
     "FieldError",
+    "RunFolderConfig",
     "MeanTracker",
     "MetricsLogger",
     "SanitizedRewards",

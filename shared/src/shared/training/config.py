@@ -44,6 +44,7 @@ from shared.errors import ConfigError
 __all__ = [
     "Config",
     "FieldError",
+    "RunFolderConfig",
     "build_arg_parser",
     "config_field",
     "get_preset",
@@ -230,6 +231,25 @@ def require_path_exists(cfg: Any, name: str, *, kind: str | None = None, allow_n
         raise FieldError(name, value, "must be a file, but it is a directory", "point {field} at a file inside it")
     if kind == "dir" and not path.is_dir():
         raise FieldError(name, value, "must be a directory, but it is a file", "point {field} at a directory")
+
+
+@dataclasses.dataclass
+class RunFolderConfig(Config):
+    """The ``run`` section every trainer shares: the run folder (config.json, metrics.jsonl, checkpoints/) and how
+    checkpoints are kept. A trainer subclasses it, redeclares ``dir`` and ``save_every`` with its own defaults and
+    adds its fields; a subclass's ``validate`` calls ``super().validate()``.
+    """
+
+    dir: str = config_field("outputs/run", "run folder: config.json, metrics.jsonl, checkpoints/")
+    resume: bool = config_field(True, "continue from the latest checkpoint in dir/checkpoints if there is one")
+    save_every: int = config_field(10, "checkpoint every n steps (and at the end; 0 = only at the end)")
+    keep_last: int = config_field(2, "checkpoints kept")
+    progress: bool = config_field(True, "show progress bars")
+
+    def validate(self) -> None:
+        require(self, "dir", bool(self.dir), "is empty", "set {field} to a folder, e.g. --set {field}=outputs/run")
+        require_int(self, "save_every", 0)
+        require_int(self, "keep_last", 1)
 
 
 def validate_config(cfg: Any) -> Any:
