@@ -1,8 +1,9 @@
 """Re-evaluate finished runs (flow-GRPO: shared.flow_grpo, chunk_grpo, slas; and mask_grpo) on a larger fixed
 shapes evaluation set.
 
-The in-training evaluation uses ``run.eval_per_tag`` prompts per category and an evaluation seed equal to the
-training seed, so two seeds' scores differ by evaluation noise as well as by training. This script loads each run's
+The in-training evaluation uses ``run.eval_per_tag`` prompts per category (32 in the shapes presets), and runs made
+before ``run.eval_seed`` existed used the training seed as evaluation seed, so two seeds' scores differed by
+evaluation noise as well as by training. This script loads each run's
 last checkpoint (its EMA weights when the run kept an EMA, else the trained weights), and scores the base and the
 trained model on the same ``--per-tag`` prompts per category with the same ``--seed`` for every run: the gains of
 different runs are then comparable, and the base is one number::

@@ -333,3 +333,15 @@ def test_hybrid_evaluation_reports_plain_and_hybrid_metrics(tmp_path, base_pipe,
     for name in ("samples_before.png", "samples_after.png", "samples_after_hybrid.png"):
         assert (tmp_path / "run" / name).is_file(), name
     assert not (tmp_path / "run" / "samples_before_hybrid.png").exists()
+
+
+def test_evaluation_noise_comes_from_run_eval_seed_not_train_seed(tmp_path, base_pipe, model_dir):
+    def first_eval(name: str, *overrides: str) -> float:
+        cfg = _cfg(tmp_path / name, model_dir, "train.iterations=1", "run.eval_every=1", "run.eval_steps=2",
+                   "run.eval_per_tag=1", *overrides)
+        train(cfg, pipeline=_fresh(base_pipe))
+        return read_metrics(tmp_path / name)[0]["eval/reward_mean"]
+
+    base = first_eval("s0", "train.seed=0")
+    assert first_eval("s1", "train.seed=1") == base  # same images for every training seed
+    assert first_eval("e7", "train.seed=0", "run.eval_seed=7") != base

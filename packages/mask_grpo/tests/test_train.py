@@ -142,3 +142,14 @@ def test_lr_schedule_warmup_then_cosine(tmp_path):
     m = _run(cfg)
     assert m[0]["lr"] == pytest.approx(0.05) and m[-1]["lr"] == pytest.approx(0.0, abs=1e-9)
     assert train_mod.lr_lambda(_cfg(tmp_path))(100) == 1.0  # constant by default
+
+
+def test_evaluation_noise_comes_from_run_eval_seed_not_train_seed(tmp_path):
+    def first_eval(name: str, *overrides: str) -> float:
+        cfg = _cfg(tmp_path, f"run.dir={tmp_path / name}", "train.iterations=1", "run.eval_every=1",
+                   "run.eval_samples=4", *overrides)
+        return _run(cfg)[0]["eval/reward_mean"]
+
+    base = first_eval("s0", "train.seed=0")
+    assert first_eval("s1", "train.seed=1") == base  # same samples for every training seed
+    assert first_eval("e7", "train.seed=0", "run.eval_seed=7") != base

@@ -186,6 +186,8 @@ class RunDirConfig(RunFolderConfig):
     eval_per_tag: int = config_field(16, "shapes eval prompts per GenEval tag (prompt files: 6×this prompts)")
     eval_tags: list[str] = config_field(default_factory=list, help="shapes tags evaluated (empty = prompts.tags)")
     eval_samples: int = config_field(2, "samples per eval prompt (masked sampling is stochastic; fixed seed)")
+    eval_seed: int = config_field(1234, "noise seed of the evaluation and the grids, the same for every "
+                                  "train.seed, so that the seeds of one setting are scored on the same images")
     eval_steps: int = config_field(0, "unmasking iterations at evaluation (0 = sample.steps)")
     eval_cfg_scale: float = config_field(0.0, "CFG at evaluation (0 = sample.cfg_scale; Show-o's 5 is 6 here)")
     grids: bool = config_field(True, "write samples_before.png / samples_after.png and reward_curve.png")
@@ -199,6 +201,7 @@ class RunDirConfig(RunFolderConfig):
         bad = [t for t in self.eval_tags if t not in TAGS]
         require(self, "eval_tags", not bad, f"has unknown tags {bad}", f"use a subset of {', '.join(TAGS)}")
         require_int(self, "eval_samples", 1)
+        require_int(self, "eval_seed", 0)
         require_int(self, "eval_steps", 0)
         require_non_negative(self, "eval_cfg_scale")
 

@@ -16,7 +16,7 @@ Each iteration k (mask_grpo.md §5, §6):
    max(−A·ρ_t, −A·clip(ρ_t, 1 − ε_l, 1 + ε_h)), ρ_t = π_θ/π_old of the `train.logprob` kind, is averaged over samples
    and iterations (+ β·KL to a frozen copy of the initial model, k3 by default, only when β > 0). The first pass
    is on-policy (ρ ≡ 1 up to float rounding, the authors' only case); later passes are where the clip acts;
-4. evaluation (fixed prompts and seed, `run.eval_steps`, `run.eval_cfg_scale`), logging, checkpoints.
+4. evaluation (fixed prompts and `run.eval_seed`, `run.eval_steps`, `run.eval_cfg_scale`), logging, checkpoints.
 
 All randomness of iteration k comes from generators seeded by (seed, k, rank, purpose) and a checkpoint holds the
 weights, optimiser, EMA, filter history, fault counters and RNG state, so a resumed run logs what the uninterrupted
@@ -250,7 +250,7 @@ def train(cfg: MaskGRPOConfig, *, policy: MaskedPolicy | None = None, reward=Non
     scfg, ecfg = sampler_config(cfg), sampler_config(cfg, evaluation=True)
     records = eval_records(cfg, pool)
     grid_records = records[:: max(1, len(records) // 12)][:12]
-    eval_kw = dict(seed=t.seed, samples=cfg.run.eval_samples, micro_batch=eval_micro_batch(cfg),
+    eval_kw = dict(seed=cfg.run.eval_seed, samples=cfg.run.eval_samples, micro_batch=eval_micro_batch(cfg),
                    shapes=cfg.prompts.source == "shapes", autocast=accelerator.autocast)
     it_box = [0]
 

@@ -260,6 +260,8 @@ class RunDirConfig(RunFolderConfig):
     eval_every: int = config_field(10, "evaluate every n iterations (0 = off)")
     eval_per_tag: int = config_field(2, "shapes eval prompts per GenEval tag (prompt files: 6×this prompts)")
     eval_steps: int = config_field(20, "ODE steps for evaluation and grids")
+    eval_seed: int = config_field(1234, "noise seed of the evaluation and the grids, the same for every "
+                                  "train.seed, so that the seeds of one setting are scored on the same images")
     eval_tags: list[str] = config_field(default_factory=list, help="shapes tags evaluated (empty = prompts.tags); "
                                         "all six gives the full GenEval-style score, out of domain for tags not "
                                         "trained on")
@@ -275,6 +277,7 @@ class RunDirConfig(RunFolderConfig):
         require_int(self, "eval_every", 0)
         require_int(self, "eval_per_tag", 1)
         require_int(self, "eval_steps", 1)
+        require_int(self, "eval_seed", 0)
         _require_tags(self, "eval_tags")
         require(self, "eval_guidance", self.eval_guidance == 0 or self.eval_guidance >= 1, "must be 0 or >= 1",
                 "set {field}=0 to reuse sample.guidance_scale")

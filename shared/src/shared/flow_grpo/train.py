@@ -266,14 +266,14 @@ def train(cfg: RunConfig, *, pipeline=None, selector: UnitSelector | None = None
         accelerator.wait_for_everyone()
 
     def run_eval() -> dict:
-        kw = dict(seed=t.seed, shapes=shapes_world, autocast=accelerator.autocast)
+        kw = dict(seed=cfg.run.eval_seed, shapes=shapes_world, autocast=accelerator.autocast)
         out = evaluate(policy.adapter, records, reward, ode_cfg, **kw)
         if hybrid is not None:
             out.update(evaluate(policy.adapter, records, reward, ode_cfg, hybrid=hybrid, **kw))
         return out
 
     def grid(name: str, with_hybrid: bool = False) -> None:
-        kw = dict(seed=t.seed, autocast=accelerator.autocast)
+        kw = dict(seed=cfg.run.eval_seed, autocast=accelerator.autocast)
         save_grid(policy.adapter, grid_records, ode_cfg, run_dir / f"{name}.png", **kw)
         if with_hybrid and hybrid is not None:
             save_grid(policy.adapter, grid_records, ode_cfg, run_dir / f"{name}_hybrid.png", hybrid=hybrid, **kw)
