@@ -34,9 +34,10 @@ def _found(sample: Sample, shape: str | None = None, color: str | None = None):
     ]
 
 
+@pytest.mark.parametrize("task", ["counting", "counting_shape", "counting_colour"])
 @pytest.mark.parametrize("split", SPLITS)
-def test_counting_answer_equals_detected_count(split):
-    for s in make_split("counting", split, N, seed=1):
+def test_counting_answer_equals_detected_count(split, task):
+    for s in make_split(task, split, N, seed=1):
         n = int(s.answer)
         assert n == len(_found(s, s.meta["shape"], s.meta["color"]))
         assert n in COUNTS
@@ -89,13 +90,13 @@ def _pairs_drawn(samples):
     return {(o["class"], o["color"]) for s in samples for o in s.meta["objects"]}
 
 
-@pytest.mark.parametrize("task", ["counting", "attribute", "spatial", "grounding"])
+@pytest.mark.parametrize("task", ["counting", "counting_colour", "attribute", "spatial", "grounding"])
 def test_held_out_pairs_only_in_ood(task):
     for split in ("train", "test"):
         assert not _pairs_drawn(make_split(task, split, 60, seed=5)) & HELD_OUT_PAIRS
     ood = make_split(task, "ood", 30, seed=5)
     for s in ood:
-        if task == "counting":  # every counted object has a held-out pair, every other object a seen one
+        if task.startswith("counting"):  # every counted object has a held-out pair, every other object a seen one
             for o in s.meta["objects"]:
                 counted = o["class"] == s.meta["shape"] and s.meta["color"] in (None, o["color"])
                 assert ((o["class"], o["color"]) in HELD_OUT_PAIRS) == counted
@@ -110,6 +111,24 @@ def test_held_out_pairs_only_in_ood(task):
 def test_counting_uses_the_same_counts_in_every_split():
     for split in SPLITS:
         assert {int(s.answer) for s in make_split("counting", split, 80, seed=7)} == set(COUNTS)
+
+
+def test_counting_variants_name_the_colour_always_or_never():
+    shape_only = make_split("counting_shape", "train", 60, seed=3)
+    colour = make_split("counting_colour", "train", 60, seed=3)
+    assert all(s.meta["color"] is None and s.task == "counting_shape" for s in shape_only)
+    assert all(s.meta["color"] is not None and s.meta["color"] in s.question for s in colour)
+    # colour questions have distractors of the asked shape in another colour, which only the colour tells apart
+    assert any(o["class"] == s.meta["shape"] and o["color"] != s.meta["color"] for s in colour for o in s.meta["objects"])
+    mixed = make_split("counting", "train", 60, seed=3)
+    assert 10 < sum(s.meta["color"] is not None for s in mixed) < 50
+
+
+def test_adding_tasks_keeps_the_streams_of_the_others():
+    """Each task's seeds use a fixed stream number: these scenes were drawn before the counting variants existed."""
+    assert [s.target for s in make_split("grounding", "train", 3, seed=0)] == [[20, 3, 41, 24], [9, 29, 25, 45],
+                                                                               [28, 35, 44, 51]]
+    assert [s.answer for s in make_split("spatial", "test", 6, seed=0)] == ["yes", "right", "yes", "no", "left", "above"]
 
 
 @pytest.mark.parametrize("task", ["counting", "grounding"])
@@ -142,7 +161,7 @@ def test_verify_true_and_wrong_answers(task):
 
 
 def test_make_split_rejects_bad_arguments():
-    assert available_tasks() == ["attribute", "counting", "grounding", "spatial"]
+    assert available_tasks() == ["attribute", "counting", "counting_colour", "counting_shape", "grounding", "spatial"]
     with pytest.raises(ConfigError, match="task='colour'"):
         make_split("colour", "train", 1, seed=0)
     with pytest.raises(ConfigError, match="split='val'"):

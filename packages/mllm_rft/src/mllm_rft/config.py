@@ -258,11 +258,12 @@ def _real_model(path: str, run_dir: str, source: str) -> RFTConfig:
 
 @register_preset(RFTConfig, "shapes-count")
 def shapes_count() -> RFTConfig:
-    """The committed tiny Qwen2-VL on shapes-world counting: GRPO (β 0.04), G 8, 16 questions a step, 120 steps at
-    lr 1e-4 with the image tower trained too (the base's errors are perceptual), greedy and avg@4 evaluation every
-    30 steps; about 6 minutes on 2 CPU cores. It raises sampled accuracy but not greedy accuracy: the policy learns
-    to avoid the answer 2, which the base cannot perceive (docs/results/mllm_rft_shapes_count.md)."""
+    """The committed tiny Qwen2-VL on shapes-world counting by colour and shape ("How many red circles …?", task
+    `counting_colour`, a question form its supervised training never showed): GRPO (β 0.04), G 8, 16 questions a
+    step, 120 steps at lr 1e-4 with the image tower trained too, greedy and avg@4 evaluation every 30 steps; about
+    6 minutes on 2 CPU cores (docs/results/mllm_rft_shapes_count.md)."""
     cfg = RFTConfig()
+    cfg.data.tasks = ["counting_colour"]
     cfg.model.freeze_vision = False
     cfg.train.steps, cfg.train.lr = 120, 1e-4
     cfg.eval.every, cfg.eval.samples = 30, 4
@@ -373,11 +374,14 @@ class SFTConfig(Config):
 
 @register_preset(SFTConfig, "shapes")
 def sft_shapes() -> SFTConfig:
-    """The committed base (`assets/shapes_vlm`): tiny Qwen2-VL from scratch on the counting task, 1500 steps.
-    Counting only: with all four tasks mixed in the same 1500 steps the base counts at chance (0.39 held-out vs
-    0.33), leaving the counting preset nothing to start from; `--set data.tasks=attribute,counting,grounding,spatial`
-    trains on all four."""
+    """The committed base (`assets/shapes_vlm`): tiny Qwen2-VL from scratch, 1500 steps on counting by shape alone
+    ("How many circles …?") and on attribute questions ("What colour is the circle?"), never on counting by colour
+    and shape, which is what `shapes-count` trains with GRPO. The base sees shapes and colours and counts, but has
+    not been taught to combine them (R1-V's situation: a model that perceives but answers the target question
+    badly). Held-out greedy: counting by shape 0.55, attribute 0.85, counting by colour and shape 0.34 (chance
+    0.33). Counting alone (the earlier base) reached 0.535 on the mixed counting task, and GRPO then raised only
+    sampled accuracy (docs/results/mllm_rft_shapes_count.md)."""
     cfg = SFTConfig()
-    cfg.data.tasks = ["counting"]
+    cfg.data.tasks = ["attribute", "counting_shape"]
     return cfg
 

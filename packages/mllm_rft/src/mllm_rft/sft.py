@@ -34,7 +34,7 @@ _OPPOSITE = {"left of": "right of", "right of": "left of", "above": "below", "be
 
 def _think(sample: Sample) -> str:
     m = sample.meta
-    if sample.task == "counting":
+    if sample.task.startswith("counting"):
         shown = [f"{o['color']} {o['class']}" for o in m["objects"]
                  if o["class"] == m["shape"] and m["color"] in (None, o["color"])]
         return ", ".join(shown) if shown else "none"

@@ -147,11 +147,15 @@ def _scene_meta(placed: Sequence[PlacedShape], size: int) -> dict:
 # ------------------------------------------------------------------------------------------------------------ tasks
 TaskFn = Callable[..., Sample]
 TASKS: dict[str, TaskFn] = {}
+_STREAMS: dict[str, int] = {}
 
 
-def _task(name: str) -> Callable[[TaskFn], TaskFn]:
+def _task(name: str, stream: int) -> Callable[[TaskFn], TaskFn]:
+    """Register a task; `stream` is its fixed index in the sample seeds (`make_split`), so adding a task never
+    changes the samples of another. The counting variants share counting's stream."""
+
     def deco(fn: TaskFn) -> TaskFn:
-        TASKS[name] = fn
+        TASKS[name], _STREAMS[name] = fn, stream
         return fn
 
     return deco
@@ -162,15 +166,38 @@ def available_tasks() -> list[str]:
     return sorted(TASKS)
 
 
-@_task("counting")
+@_task("counting", stream=1)
 def _counting(rng: np.random.Generator, *, ood: bool, size: int, max_distractors: int) -> Sample:
     """CLEVR-style counting (card §4): n ∈ `COUNTS` target objects of one shape (of one named colour half the time),
     their colour × shape pairs held out in "ood" and seen otherwise, plus 0..`max_distractors` seen-pair distractors
     that the question does not count. Reward `count`."""
+    return _count_question(rng, ood=ood, size=size, max_distractors=max_distractors, p_colour=0.5,
+                           task="counting")
+
+
+@_task("counting_shape", stream=1)
+def _counting_shape(rng: np.random.Generator, *, ood: bool, size: int, max_distractors: int) -> Sample:
+    """`counting` that never names a colour ("How many circles …?"): a base for `counting_colour`."""
+    return _count_question(rng, ood=ood, size=size, max_distractors=max_distractors, p_colour=0.0,
+                           task="counting_shape")
+
+
+@_task("counting_colour", stream=1)
+def _counting_colour(rng: np.random.Generator, *, ood: bool, size: int, max_distractors: int) -> Sample:
+    """`counting` that always names the colour ("How many red circles …?"): distractors may share the shape in
+    another colour, so a model must count by shape and colour together."""
+    return _count_question(rng, ood=ood, size=size, max_distractors=max_distractors, p_colour=1.0,
+                           task="counting_colour")
+
+
+def _count_question(rng: np.random.Generator, *, ood: bool, size: int, max_distractors: int, p_colour: float,
+                    task: str) -> Sample:
+    """The counting scene and question; the colour is named with probability `p_colour` (the draw is made either
+    way, so the three counting tasks draw their scenes from the same random stream)."""
     n = int(_pick(rng, COUNTS))
     pairs = _pairs(ood)
     shape, named = _pick(rng, pairs)
-    color = named if rng.random() < 0.5 else None
+    color = named if rng.random() < p_colour else None
     colours = [c for s, c in pairs if s == shape]
     objects = [{"class": shape, "color": color or _pick(rng, colours)} for _ in range(n)]
     others = [(s, c) for s, c in _SEEN_PAIRS if s != shape or (color is not None and c != color)]
@@ -181,10 +208,10 @@ def _counting(rng: np.random.Generator, *, ood: bool, size: int, max_distractors
     count = len(_matching(placed, shape, color))
     noun = f"{color} {plural(shape)}" if color else plural(shape)
     meta = {**_scene_meta(placed, size), "shape": shape, "color": color, "count": count}
-    return Sample(image, f"How many {noun} are in the image?", str(count), "counting", "count", str(count), meta)
+    return Sample(image, f"How many {noun} are in the image?", str(count), task, "count", str(count), meta)
 
 
-@_task("attribute")
+@_task("attribute", stream=0)
 def _attribute(rng: np.random.Generator, *, ood: bool, size: int, max_distractors: int) -> Sample:
     """Attribute recognition (card §4 classification, on the shapes world): one queried object (a held-out pair in
     "ood") and 0–1 other objects differing from it in shape and colour. Reward `label`."""
@@ -218,7 +245,7 @@ def _robust_relations(a: PlacedShape, b: PlacedShape) -> set[str]:
     return sets[0] & sets[1]
 
 
-@_task("spatial")
+@_task("spatial", stream=3)
 def _spatial(rng: np.random.Generator, *, ood: bool, size: int, max_distractors: int) -> Sample:
     """Spatial relations (GenEval's four, read off the drawn boxes): two objects differing in shape and colour (both
     held-out pairs in "ood"). Half yes/no questions (balanced yes/no), half "which side" questions. Reward
@@ -252,7 +279,7 @@ def _spatial(rng: np.random.Generator, *, ood: bool, size: int, max_distractors:
     return Sample(image, question, answer, "spatial", "exact_match", answer, meta)
 
 
-@_task("grounding")
+@_task("grounding", stream=2)
 def _grounding(rng: np.random.Generator, *, ood: bool, size: int, max_distractors: int) -> Sample:
     """Referring-expression grounding (card §3–4, VLM-R1 REC): the box of the named object (a held-out pair in
     "ood") among 0..min(2, max_distractors) others of distinct shape and colour, in pixels of the image. Reward
@@ -275,7 +302,7 @@ def make_split(
 ) -> list[Sample]:
     """`n` samples of `task` for `split` ("train", "test", "ood"; module doc), deterministic in all arguments.
 
-    Sample i draws from `numpy.random.default_rng(SeedSequence([seed, split index, task index, i]))`, so train and
+    Sample i draws from `numpy.random.default_rng(SeedSequence([seed, split index, task stream, i]))`, so train and
     test of the same seed never share a stream, and the first k samples do not depend on n. `max_distractors`
     (≥ 0) bounds the extra objects (counting: up to that many; attribute: up to 1; grounding: up to 2; spatial: none).
     """
@@ -289,7 +316,7 @@ def make_split(
         raise ConfigError(f"seed={seed!r}: expected a non-negative integer")
     if not isinstance(max_distractors, (int, np.integer)) or max_distractors < 0:
         raise ConfigError(f"max_distractors={max_distractors!r}: expected a non-negative integer")
-    fn, task_id, split_id = TASKS[task], available_tasks().index(task), SPLITS.index(split)
+    fn, task_id, split_id = TASKS[task], _STREAMS[task], SPLITS.index(split)
     out = []
     for i in range(n):
         rng = np.random.default_rng(np.random.SeedSequence([int(seed), split_id, task_id, i]))
