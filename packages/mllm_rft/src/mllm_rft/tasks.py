@@ -11,6 +11,8 @@ Every answer is computed from what the renderer drew (`shared.shapes.render_scen
 colour, pixel box), never from a caption.
 
 - counting: "How many [colour] <shape>s are in the image?" with 0..`max_distractors` other objects → "3"; `count`.
+  `counting_shape` never names the colour, `counting_colour` always does (the committed base learns the first,
+  GRPO trains the second).
 - attribute: "What colour is the <shape>?" or "What shape is the <colour> object?" on 1- or 2-object scenes whose
   objects differ in shape and colour → "red" / "circle"; `label`.
 - spatial: "Is the <colour> <shape> left of the <colour> <shape>?" → "yes"/"no", or "Is the … to the left or to the
