@@ -119,16 +119,22 @@ def test_counting_variants_name_the_colour_always_or_never():
     assert all(s.meta["color"] is None and s.task == "counting_shape" for s in shape_only)
     assert all(s.meta["color"] is not None and s.meta["color"] in s.question for s in colour)
     # colour questions have distractors of the asked shape in another colour, which only the colour tells apart
-    assert any(o["class"] == s.meta["shape"] and o["color"] != s.meta["color"] for s in colour for o in s.meta["objects"])
+    assert any(o["class"] == s.meta["shape"] and o["color"] != s.meta["color"]
+               for s in colour for o in s.meta["objects"])
     mixed = make_split("counting", "train", 60, seed=3)
     assert 10 < sum(s.meta["color"] is not None for s in mixed) < 50
 
 
 def test_adding_tasks_keeps_the_streams_of_the_others():
-    """Each task's seeds use a fixed stream number: these scenes were drawn before the counting variants existed."""
-    assert [s.target for s in make_split("grounding", "train", 3, seed=0)] == [[20, 3, 41, 24], [9, 29, 25, 45],
-                                                                               [28, 35, 44, 51]]
-    assert [s.answer for s in make_split("spatial", "test", 6, seed=0)] == ["yes", "right", "yes", "no", "left", "above"]
+    """Each task's seeds use a fixed stream number: these samples were drawn before the counting variants existed."""
+    grounding = [[20, 3, 41, 24], [9, 29, 25, 45], [28, 35, 44, 51]]
+    assert [s.target for s in make_split("grounding", "train", 3, seed=0)] == grounding
+    spatial = ["yes", "right", "yes", "no", "left", "above"]
+    assert [s.answer for s in make_split("spatial", "test", 6, seed=0)] == spatial
+    counting = make_split("counting", "test", 4, seed=0)
+    assert [s.answer for s in counting] == ["3", "1", "3", "1"]
+    assert [s.question.split()[2:4] for s in counting] == [["green", "triangles"], ["blue", "circles"],
+                                                           ["orange", "triangles"], ["green", "triangles"]]
 
 
 @pytest.mark.parametrize("task", ["counting", "grounding"])

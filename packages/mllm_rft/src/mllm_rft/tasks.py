@@ -194,8 +194,8 @@ def _counting_colour(rng: np.random.Generator, *, ood: bool, size: int, max_dist
 
 def _count_question(rng: np.random.Generator, *, ood: bool, size: int, max_distractors: int, p_colour: float,
                     task: str) -> Sample:
-    """The counting scene and question; the colour is named with probability `p_colour` (the draw is made either
-    way, so the three counting tasks draw their scenes from the same random stream)."""
+    """The counting scene and question; the colour is named with probability `p_colour`. The draw is made even at
+    p_colour 0 or 1, so `counting` keeps the samples it had before the two variants existed."""
     n = int(_pick(rng, COUNTS))
     pairs = _pairs(ood)
     shape, named = _pick(rng, pairs)

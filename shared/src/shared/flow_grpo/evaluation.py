@@ -2,8 +2,9 @@
 
 Evaluation samples a fixed prompt set with the deterministic sampler (noise 0, ``run.eval_steps``, guidance
 ``run.eval_guidance``; Flow-GRPO evaluates with the ODE too) from ``run.eval_seed``, so the numbers of two
-iterations, or of two training seeds, differ only through the weights. On the shapes world the images are also scored by the exact verifier
-(:func:`shared.shapes.geneval_score`: mean of the six tag means); for prompt files only the reward is reported.
+iterations, or of two training seeds, differ only through the weights. On the shapes world the images are also
+scored by the exact verifier (:func:`shared.shapes.geneval_score`: mean of the six tag means); for prompt files only
+the reward is reported.
 
 **Hybrid inference** (chunk_grpo.md §7; MixGRPO too): with a :class:`Hybrid`, the first ``trained_steps`` ODE
 steps use the trained model and the rest the base model (GCPO: 30 of 50), to suppress reward-hacking artefacts
