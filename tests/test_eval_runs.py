@@ -31,7 +31,7 @@ def test_rescoring_reproduces_the_in_training_evaluations(tmp_path):
     assert main(["train", "--set", f"model.path={tmp_path / 'base'}", "--set", f"run.dir={run}",
                  "--set", "prompts.per_iteration=2", "--set", "sample.group_size=2", "--set", "train.iterations=3",
                  "--set", "train.lr=0.1", "--set", "run.eval_every=3", "--set", "run.eval_per_tag=2",
-                 "--set", "run.grids=false", "--set", "run.progress=false", "--set", "train.seed=3",
+                 "--set", "run.grids=false", "--set", "run.progress=false", "--set", "run.eval_seed=3",
                  "--set", "reward.names=jpeg_compressibility", "--set", "reward.kwargs={}"]) == 0
     m = read_metrics(run)
     assert m[0]["eval/reward_mean"] != m[-1]["eval/reward_mean"]  # the weights moved enough to tell them apart
