@@ -127,10 +127,10 @@ def _line_length(draw: ImageDraw.ImageDraw, line: str, font: Any) -> float:
 
 
 def _draw_line(draw: ImageDraw.ImageDraw, xy: tuple[float, float], line: str, font: Any) -> None:
-    x, y = xy
+    (x, y), gap = xy, _word_gap(draw, font)
     for word in line.split(" "):
         draw.text((x, y), word, fill=(0, 0, 0), font=font)
-        x += draw.textlength(word, font=font) + _word_gap(draw, font)
+        x += draw.textlength(word, font=font) + gap
 
 
 def _wrap(draw: ImageDraw.ImageDraw, text: str, font: Any, width: int, max_lines: int) -> list[str]:
