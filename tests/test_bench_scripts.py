@@ -45,6 +45,22 @@ def test_grad_snr_tool_runs_on_the_base(capsys):
     assert "gradient cosine between independent 2-sample batches" in out and "the transitions explain" in out
 
 
+def test_grad_snr_step_check_uses_common_noise(capsys):
+    spec = importlib.util.spec_from_file_location("grad_snr", ROOT / "tools" / "grad_snr.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(["--prompts", "1", "--group-size", "2", "--batches", "2", "--num-steps", "4", "--chunks", "1,2",
+                 "--step-lrs", "0,0.05", "--eval-per-tag", "2", "--tags", "single_object,colors", "--skip-variance"])
+    out = capsys.readouterr().out
+    assert "the transitions explain" not in out
+    # lr 0 leaves the weights as they were and the evaluation redraws the same noise: no change at all
+    assert "lr 0: score +0.0000 (+0.000, +0.000), reward +0.0000 (+0.000, +0.000)" in out
+    assert "lr 0, the 2 batches pooled: score +0.0000, reward +0.0000" in out
+    # a large step changes the samples: the reward moves
+    big = [line for line in out.splitlines() if line.strip().startswith("lr 0.05")]
+    assert len(big) == 2 and not all("reward +0.0000" in line for line in big)
+
+
 def test_rollout_vlm_bench_tiny(tmp_path):
     out = tmp_path / "rv"
     _load("rollout_vlm").main(["--questions", "1", "--group", "2", "--micro-batch", "2", "--max-new-tokens", "4",
