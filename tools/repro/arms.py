@@ -12,6 +12,10 @@ import sys
 import time
 from pathlib import Path
 
+SMALL_BATCH = ["prompts.per_iteration=8", "sample.micro_batch_size=0", "train.ema_decay=0.9"]
+"""The shapes preset's batch before 2026-12-07 (8 prompts × G 8, EMA 0.9), with which the committed results were
+made; the preset now takes 64 prompts per iteration for 12 iterations (docs/results/shapes_rl.md). ``--set`` wins."""
+
 
 def run_parallel(script: str, jobs: list[tuple[str, int]], argv: list[str], runs: Path, n_jobs: int,
                  resume: bool) -> None:

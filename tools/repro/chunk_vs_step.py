@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from arms import plot_curves, run_parallel, summarise, table, train_curve  # noqa: E402  (tools/repro/arms.py)
+from arms import SMALL_BATCH, plot_curves, run_parallel, summarise, table, train_curve  # noqa: E402  (tools/repro/arms.py)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,9 +52,6 @@ ARMS: dict[str, tuple[str, list[str]]] = {
                             "train.adv_unbiased=true", "train.clip_low=1e-4"]),
 }
 DEFAULT_ARMS = "step,gcpo_fixed,gcpo_adaptive,gcpo_fixed_ws,gcpo_adaptive_ws,dance_grpo"
-SMALL_BATCH = ["prompts.per_iteration=8", "sample.micro_batch_size=0", "train.ema_decay=0.9"]
-"""The shapes preset's batch before 2026-12-07 (8 prompts × G 8, EMA 0.9), with which the committed results were
-made; the preset now takes 64 prompts per iteration for 12 iterations (docs/results/shapes_rl.md). ``--set`` wins."""
 COMMON = [*SMALL_BATCH, "train.inner_epochs=2"]
 """Two passes over each rollout: the first is on-policy, where a chunk's gradient equals the mean of its steps'
 (ratio 1), so chunk and step arms can only differ in the second, off-policy pass, where the clip acts on chunk ratios

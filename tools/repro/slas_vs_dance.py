@@ -32,7 +32,16 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from arms import mean_std, plot_curves, run_parallel, steps_to_threshold, summarise, table, train_curve  # noqa: E402
+from arms import (  # noqa: E402
+    SMALL_BATCH,
+    mean_std,
+    plot_curves,
+    run_parallel,
+    steps_to_threshold,
+    summarise,
+    table,
+    train_curve,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 OOD = ("two_object", "position", "color_attr")
@@ -43,10 +52,6 @@ ARMS: dict[str, list[str]] = {
     "slas_g0.5": ["advantage.mode=slas", "advantage.gamma=0.5"],
     "slas_g1": ["advantage.mode=slas", "advantage.gamma=1.0"],
 }
-
-SMALL_BATCH = ["prompts.per_iteration=8", "sample.micro_batch_size=0", "train.ema_decay=0.9"]
-"""The shapes preset's batch before 2026-12-07 (8 prompts × G 8, EMA 0.9), with which the committed results were
-made; the preset now takes 64 prompts per iteration for 12 iterations (docs/results/shapes_rl.md). ``--set`` wins."""
 
 
 def run_arm(arm: str, seed: int, args) -> None:

@@ -13,7 +13,7 @@ checkpoints, evaluation). Presets (shared_core.md §8):
 * ``dance_grpo`` DanceGRPO FLUX.1-dev: dance SDE η = 0.3, 16 steps on the shift-3 schedule, no CFG, G = 12, random
   ⌊(T−1)·0.6⌋ steps per sample (last transition dropped), per-group unbiased std + 1e-8, no KL, full fine-tune
   lr 1e-5, bf16, shared initial noise per group, EMA 0.995. [authors' code: DanceGRPO]
-* ``shapes``     the tiny shapes-world base (assets/shapes_base) on CPU, reward "shapes", a few minutes.
+* ``shapes``     the tiny shapes-world base (assets/shapes_base) on CPU, reward "shapes", about 15 minutes on one core.
 
 The two paper presets need the local model folder, a prompt file and the reward's weights folder:
 ``--set model.path=... --set prompts.file=... --set reward.kwargs='{"pickscore": {"model_dir": "..."}}'``.
@@ -404,7 +404,7 @@ base their GRPO gradients agree between independent batches far more than the pi
 
 @register_preset(RunConfig)
 def shapes() -> RunConfig:
-    """The tiny shapes-world base on CPU, a few minutes (our setting; docs/results/shapes_rl.md).
+    """The tiny shapes-world base on CPU, about 15 minutes on one core (our setting; docs/results/shapes_rl.md).
 
     Rollouts: 8 flow_grpo SDE steps (a = 0.7) of which only the first 4, high-noise ones are stochastic and trained
     (the rest ODE: the reward is credited to the transitions that decide layout, count and colour), one initial
