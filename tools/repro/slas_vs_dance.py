@@ -65,7 +65,8 @@ def run_arm(arm: str, seed: int, args) -> None:
         shutil.rmtree(run_dir)
     overrides = [f"run.dir={run_dir}", f"train.seed={seed}", f"train.iterations={args.iterations}",
                  f"run.eval_every={args.eval_every}", f"run.eval_per_tag={args.eval_per_tag}", "run.grids=false",
-                 "run.progress=false", f"run.save_every={args.iterations}", *SMALL_BATCH, *args.set, *ARMS[arm]]
+                 "run.progress=false", f"run.save_every={args.iterations}", *SMALL_BATCH, "train.lr=1.5e-3",
+                 *args.set, *ARMS[arm]]  # the committed results' batch and lr (the preset's before 2026-12-07)
     train(load_config(SLASConfig, preset="shapes", overrides=overrides))
 
 
