@@ -11,8 +11,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / "bench" / f"{name}.py")
+def _load(name: str, folder: str = "tools/bench"):
+    spec = importlib.util.spec_from_file_location(name, ROOT / folder / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -37,20 +37,16 @@ def test_gpu_flow_bench_tiny_on_cpu(tmp_path):
 
 
 def test_grad_snr_tool_runs_on_the_base(capsys):
-    spec = importlib.util.spec_from_file_location("grad_snr", ROOT / "tools" / "grad_snr.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.main(["--prompts", "1", "--group-size", "2", "--batches", "2", "--num-steps", "4", "--chunks", "1,2"])
+    _load("grad_snr", "tools").main(["--prompts", "1", "--group-size", "2", "--batches", "2", "--num-steps", "4",
+                                     "--chunks", "1,2"])
     out = capsys.readouterr().out
     assert "gradient cosine between independent 2-sample batches" in out and "the transitions explain" in out
 
 
 def test_grad_snr_step_check_uses_common_noise(capsys):
-    spec = importlib.util.spec_from_file_location("grad_snr", ROOT / "tools" / "grad_snr.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.main(["--prompts", "2", "--group-size", "4", "--batches", "2", "--num-steps", "4", "--chunks", "1,2",
-                 "--step-lrs", "0.05,0", "--eval-per-tag", "2", "--tags", "single_object,colors", "--skip-variance"])
+    _load("grad_snr", "tools").main(["--prompts", "2", "--group-size", "4", "--batches", "2", "--num-steps", "4",
+                                     "--chunks", "1,2", "--step-lrs", "0.05,0", "--eval-per-tag", "2",
+                                     "--tags", "single_object,colors", "--skip-variance"])
     out = capsys.readouterr().out
     assert "the transitions explain" not in out
     # lr 0, taken after the large steps: the weights were restored and the evaluation redraws the same noise, so
