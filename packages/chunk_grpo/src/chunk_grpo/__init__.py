@@ -1,6 +1,6 @@
 """Chunk-level GRPO (GCPO) for flow-matching text-to-image, on the shared flow-GRPO trainer (chunk_grpo.md).
 
-    chunk-grpo train --preset shapes                 # tiny shapes-world base, CPU, minutes
+    chunk-grpo train --preset shapes                 # tiny shapes-world base, CPU, ≈ 40 min on 1 core
     chunk-grpo l1rel --model assets/shapes_base --out outputs/l1rel.png
 
 Modules, one job each: ``l1rel`` (Eq. 16 curves, group / batch pooling), ``chunking`` (fixed, uniform, our adaptive

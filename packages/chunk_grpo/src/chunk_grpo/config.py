@@ -24,6 +24,7 @@ Presets (each names the weights it needs; no path or hub id is built in):
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from shared.flow_grpo.config import (
@@ -175,11 +176,16 @@ def _from_run(base: RunConfig, chunk: ChunkConfig, run_dir: str) -> GCPOConfig:
 
 @register_preset(GCPOConfig, "shapes")
 def shapes() -> GCPOConfig:
-    """Shared's ``shapes`` preset (tiny shapes-world base, CPU, minutes; the first 4 of 8 flow_grpo SDE transitions
-    stochastic) with those 4 transitions cut into fixed chunks [2, 2], all trained."""
-    return _from_run(get_preset(RunConfig, "shapes"), ChunkConfig(chunking="fixed", sizes=[2, 2], sampling="all",
-                                                                  drop_last=True),
-                     "outputs/chunk_grpo_shapes")
+    """Shared's ``shapes`` preset (tiny shapes-world base, CPU; the first 4 of 8 flow_grpo SDE transitions
+    stochastic, 512 samples per iteration) with those 4 transitions cut into fixed chunks [2, 2], all trained, for
+    36 iterations instead of shared's 12. Over 5 seeds the GenEval-style gain was +0.077 ± 0.042 after 12, +0.147 ±
+    0.055 after 24 and +0.183 ± 0.022 after 36 iterations (docs/results/shapes_rl.md). About 40 minutes on one core
+    beside another run."""
+    cfg = _from_run(get_preset(RunConfig, "shapes"), ChunkConfig(chunking="fixed", sizes=[2, 2], sampling="all",
+                                                                 drop_last=True),
+                    "outputs/chunk_grpo_shapes")
+    cfg.train = dataclasses.replace(cfg.train, iterations=36)
+    return cfg
 
 
 @register_preset(GCPOConfig, "flux-dev-hpsv3")

@@ -1,6 +1,6 @@
 """GCPO training: the shared flow-matching GRPO trainer with the chunk selector as its unit selector.
 
-    chunk-grpo train --preset shapes                        # CPU, a few minutes
+    chunk-grpo train --preset shapes                        # CPU, ≈ 40 min on 1 core
     accelerate launch --num_processes 8 -m chunk_grpo train --preset flux-dev-hpsv3 --set model.path=... ...
 
 The loop itself (rollout → reward → advantage → units → clipped loss → step) is :func:`shared.flow_grpo.train.train`;

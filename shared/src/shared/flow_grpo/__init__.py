@@ -1,6 +1,6 @@
 """Flow-matching GRPO trainer on the shared core (Flow-GRPO and DanceGRPO by configuration).
 
-    python -m shared.flow_grpo --preset shapes            # tiny shapes-world base, CPU, a few minutes
+    python -m shared.flow_grpo --preset shapes            # tiny shapes-world base, CPU, ≈ 15 min on 1 core
     python -m shared.flow_grpo --help                     # every option
 
 Modules, one job each: ``config`` (validated RunConfig, presets flow_grpo / dance_grpo / shapes; subclassable),
