@@ -11,7 +11,7 @@ Presets (each names the weights it needs; no path or hub id is built in):
 
 * ``shapes``          the tiny shapes-world base (assets/shapes_base) on CPU, shared's ``shapes`` preset (8 flow_grpo
   SDE steps of which the first 4 are stochastic, graded partial credit, LoRA on the routing weights) with the 4
-  stochastic transitions in fixed chunks [2, 2]. Minutes.
+  stochastic transitions in fixed chunks [2, 2], 36 iterations of 512 samples. About 40 minutes on one core.
 * ``flux-dev-hpsv3``  GCPO's released run (chunk_grpo.md §7, Table 8, ``finetune_hpsv3_chunk.sh``) on FLUX.1-dev.
   Needs ``model.path`` (local FLUX.1-dev folder), ``prompts.file`` (HPDv2.1 train prompts) and the reward weights.
   HPSv3 is **not** registered in :mod:`shared.rewards`, so the preset uses ``hpsv2`` (HPS v2.1, the closest
@@ -178,9 +178,9 @@ def _from_run(base: RunConfig, chunk: ChunkConfig, run_dir: str) -> GCPOConfig:
 def shapes() -> GCPOConfig:
     """Shared's ``shapes`` preset (tiny shapes-world base, CPU; the first 4 of 8 flow_grpo SDE transitions
     stochastic, 512 samples per iteration) with those 4 transitions cut into fixed chunks [2, 2], all trained, for
-    36 iterations instead of shared's 12. Over 5 seeds the GenEval-style gain was +0.077 ± 0.042 after 12, +0.147 ±
-    0.055 after 24 and +0.183 ± 0.022 after 36 iterations (docs/results/shapes_rl.md). About 40 minutes on one core
-    beside another run."""
+    36 iterations instead of shared's 12. Over 5 seeds the GenEval-style gain was +0.077 ± 0.042 after 12,
+    +0.147 ± 0.055 after 24 and +0.183 ± 0.022 after 36 iterations (docs/results/shapes_rl.md). About 40 minutes
+    on one core beside another run."""
     cfg = _from_run(get_preset(RunConfig, "shapes"), ChunkConfig(chunking="fixed", sizes=[2, 2], sampling="all",
                                                                  drop_last=True),
                     "outputs/chunk_grpo_shapes")
