@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from arms import SMALL_BATCH, plot_curves, run_parallel, summarise, table, train_curve  # noqa: E402  (tools/repro/arms.py)
+from arms import SMALL_BATCH, plot_curves, run_parallel, summarise, table, train_curve  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 
