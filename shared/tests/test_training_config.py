@@ -152,6 +152,8 @@ def test_override_coercion():
     ("precision=fp32", r"'precision'.*expected Literal"),
     ("optim.betas=[1]", r"optim\.betas.*expected 2 items"),
     ("optim.lr", r"must look like KEY=VALUE"),
+    ("tags=[a,b]", r"'tags'.*not a valid JSON list.*e\.g\. --set tags=text,text \(comma-separated\) or "
+                   r"'\[\"text\", \"text\"\]' \(a JSON list\)"),
     ("seed.x=1", r"'seed' is not a nested config"),
 ])
 def test_override_errors(override, pattern):

@@ -366,6 +366,9 @@ def _example(tp: Any) -> str:
         return str(typing.get_args(tp)[0])
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         return next(iter(tp.__members__))
+    if typing.get_origin(tp) in (list, tuple):
+        item = _example(typing.get_args(tp)[0]) if typing.get_args(tp) else "text"
+        return f"{item},{item} (comma-separated) or '[{json.dumps(item)}, {json.dumps(item)}]' (a JSON list)"
     return {bool: "true", int: "1", float: "0.001", str: "text"}.get(tp, "...")
 
 
