@@ -27,6 +27,19 @@ def test_chunk_forward_bench_modes_agree(tmp_path):
     assert len(data["batched"]["policy_loss"]) == 2
 
 
+def test_skip_zero_advantage_bench_on_the_shipped_base(tmp_path):
+    out = tmp_path / "sz"
+    _load("skip_zero_advantage").main(["--iterations", "2", "--set", "prompts.per_iteration=4",
+                                       "--set", "sample.group_size=4", "--set", "sample.micro_batch_size=4",
+                                       "--out", str(out)])
+    data = json.loads(out.with_suffix(".json").read_text())
+    assert data["same_first_rollout"] is True and data["first_loss_diff"] <= 1e-5
+    assert data["all_rows"]["rows_skipped"] == [0.0, 0.0]
+    # at least the rows of tied groups are left out (a row of another group is too if it equals its group's mean)
+    skipped, tied = data["skip"]["rows_skipped"], data["skip"]["zero_std_ratio"]
+    assert max(tied) > 0 and all(s >= t for s, t in zip(skipped, tied, strict=True))
+
+
 def test_gpu_flow_bench_tiny_on_cpu(tmp_path):
     out = tmp_path / "gf"
     _load("gpu_flow").main(["--size", "tiny", "--device", "cpu", "--modes", "full", "--iterations", "1",

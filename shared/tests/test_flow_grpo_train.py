@@ -20,6 +20,7 @@ from shared.flow_grpo.config import RunConfig
 from shared.flow_grpo.objective import Reference, slot_loss
 from shared.flow_grpo.train import train, unit_weights
 from shared.flow_grpo.units import Chunks, slots
+from shared.advantages import AdvantageOutput, group_advantages
 from shared.losses import gaussian_mean_kl
 from shared.rewards import register_reward
 from shared.rollout import SamplerConfig, adapter_for, sample, step_log_prob
@@ -133,6 +134,43 @@ def test_resume_after_kill_continues_with_identical_metrics(tmp_path, base_pipe,
     assert a == b
     assert strip([straight]) == strip([resumed])
     assert a[-1]["optimizer_steps"] == 2 and a[-1]["ratio_max"] != 1.0  # the second part is off-policy
+
+
+def _zero_from(first: int):
+    """Per-group centred brightness advantages with rows first.. set to exactly 0 (as if their groups had tied)."""
+
+    def fn(rewards, group_ids, *, iteration, total):
+        out = group_advantages(rewards, group_ids, std="none")
+        adv = out.advantages.clone()
+        adv[first:] = 0.0
+        return AdvantageOutput(adv, 0.5, out.mean_group_std)
+
+    return fn
+
+
+@pytest.mark.parametrize(("kl_beta", "first_zero"), [(0.0, 4), (0.04, 4), (0.0, 0)])
+def test_zero_advantage_rows_are_left_out_with_an_identical_step(tmp_path, base_pipe, model_dir, kl_beta, first_zero):
+    # 8 samples in micro-batches of 4 (T = 4 sampling forwards, 3 trained units each); rows first_zero.. have A = 0
+    runs = {}
+    for skip in (True, False):
+        pipe = _fresh(base_pipe)
+        calls = _forward_counter(pipe)
+        cfg = _cfg(tmp_path / str(skip), model_dir, "train.iterations=1", "sample.micro_batch_size=4",
+                   f"train.skip_zero_advantage={skip}", f"train.kl_beta={kl_beta}", "train.lr=1e-3",
+                   "train.weight_decay=0.1")
+        last = train(cfg, pipeline=pipe, advantages=_zero_from(first_zero))
+        runs[skip] = calls[0], [p.detach().clone() for p in pipe.transformer.parameters()], last
+    (n_skip, after_skip, last_skip), (n_all, after_all, last_all) = runs[True], runs[False]
+    before = list(base_pipe.transformer.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(after_all, before, strict=True))  # the step moved weights
+    # the same step, bit for bit (with every row left out, AdamW still applies its weight decay)
+    assert all(torch.equal(a, b) for a, b in zip(after_skip, after_all, strict=True))
+    left_out = (8 - first_zero) // 4  # micro-batches whose 3 unit forwards are not run
+    if kl_beta == 0:
+        assert (n_skip, n_all) == (2 * 4 + 3 * (2 - left_out), 2 * 4 + 6)
+        assert (last_skip["rows_skipped"], last_all["rows_skipped"]) == ((8 - first_zero) / 8, 0)
+    else:  # the KL term has a gradient at A = 0: nothing is left out (+ 3 reference forwards per micro-batch)
+        assert (n_skip, n_all, last_skip["rows_skipped"]) == (2 * 4 + 12, 2 * 4 + 12, 0)
 
 
 def test_seeded_run_raises_brightness(tmp_path, base_pipe, model_dir):

@@ -224,6 +224,8 @@ class TrainConfig(Config):
     inner_epochs: int = config_field(1, "passes over the rollout per iteration")
     ema_decay: float = config_field(0.0, "EMA decay of the trained weights (0 = no EMA); eval uses EMA weights")
     ema_every: int = config_field(1, "EMA update every n optimiser steps")
+    skip_zero_advantage: bool = config_field(True, "leave rows with advantage exactly 0 out of the update when "
+                                             "kl_beta = 0 (their gradient is exactly 0; same step, less compute)")
     max_consecutive_faults: int = config_field(5, "non-finite steps in a row before the run stops")
     seed: int = config_field(0, "seed of prompts, noise and unit selection")
 

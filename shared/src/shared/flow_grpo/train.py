@@ -15,9 +15,11 @@ Each iteration k:
    parts; per micro-batch, each unit slot j (unit j of every sample that has one) is re-scored, in one
    transformer forward with ``train.batched_units`` (GCPO's batched chunk forward) or one per step position,
    and its loss Σ_i w_i·(ℓ_ij + β·KL_ij), w_i = 1/(n_i·B_part), is backpropagated (:mod:`.objective`). The
-   accumulated gradient is that of mean_i mean_{j<n_i} (ℓ_ij + β·KL_ij), one optimiser step per part. The first
-   part's ratios are exactly 1 for one-step units (same micro-batches, dtype and CFG batching as sampling); later
-   parts and inner epochs are off-policy, where clipping acts;
+   accumulated gradient is that of mean_i mean_{j<n_i} (ℓ_ij + β·KL_ij), one optimiser step per part. With β = 0
+   the rows whose advantage is exactly 0 (groups of equal rewards) add nothing and are left out
+   (``train.skip_zero_advantage``). The first part's ratios are exactly 1 for one-step units (same micro-batches,
+   dtype and CFG batching as sampling; to float rounding when rows were left out); later parts and inner epochs
+   are off-policy, where clipping acts;
 4. evaluation (plain ODE, and hybrid with ``run.eval_hybrid_steps``), logging, checkpoints.
 
 The reference π_ref (LoRA disabled, or a frozen copy of the initial transformer) is built only when the KL
@@ -157,11 +159,28 @@ class _Loop:
     mb: int
 
 
+def trained_rows(adv: torch.Tensor, rows: list[int], *, kl_beta: float, skip_zero: bool) -> list[int]:
+    """The rows of ``rows`` the update must run: all, or (``skip_zero`` and no KL) those with a non-zero advantage.
+
+    Without the KL term a row's loss is −A·(clipped ratio), whose gradient is exactly zero when A = 0 (a group
+    whose rewards are all equal, under every advantage here), so leaving it out changes no gradient: the unit
+    weights 1/(n_i·B_part) do not depend on which rows run. Only the ratio / clip metrics then cover fewer rows."""
+    if not skip_zero or kl_beta > 0:
+        return rows
+    return [i for i in rows if adv[i] != 0]
+
+
 def _backward_part(loop: _Loop, traj: Trajectory, adv: torch.Tensor, units: Units, lo: int, stats: MeanTracker) -> None:
-    """Accumulate the gradient of one part [lo, lo + part): per micro-batch, one backward per unit slot."""
+    """Accumulate the gradient of one part [lo, lo + part): per micro-batch, one backward per unit slot (rows with
+    a zero advantage left out when ``train.skip_zero_advantage``, see :func:`trained_rows`)."""
     t = loop.cfg.train
+    skipped = 0
     for sl in micro_batches(loop.part, loop.mb):
-        rows = list(range(lo + sl.start, lo + sl.stop))
+        every = list(range(lo + sl.start, lo + sl.stop))
+        rows = trained_rows(adv, every, kl_beta=t.kl_beta, skip_zero=t.skip_zero_advantage)
+        skipped += len(every) - len(rows)
+        if not rows:
+            continue
         sub, sub_units = traj.select(rows), [units[i] for i in rows]
         weights = unit_weights(sub_units, loop.part)
         for slot in slots(sub_units):
@@ -172,6 +191,10 @@ def _backward_part(loop: _Loop, traj: Trajectory, adv: torch.Tensor, units: Unit
             loop.guard.check_loss(out.loss)
             loop.accelerator.backward(out.loss)
             stats.add(out.metrics)
+    stats.add({"rows_skipped": skipped / loop.part})
+    for p in loop.policy.params:  # as if the skipped rows had run: a zero gradient, never a missing one
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
 
 
 def _optimiser_step(loop: _Loop, stats: MeanTracker) -> bool:
