@@ -36,7 +36,7 @@ def run(run_dir: Path, args, skip: bool) -> list[dict]:
 
     overrides = [f"run.dir={run_dir}", "run.eval_every=0", "run.grids=false", "run.progress=false",
                  "run.save_every=0", f"train.iterations={args.iterations}", f"train.skip_zero_advantage={skip}",
-                 f"model.path={args.model}", *args.set]
+                 f"model.path={ROOT / args.model}", *args.set]
     train(load_config(RunConfig, preset=args.preset, overrides=overrides))
     return read_metrics(run_dir)
 
@@ -44,10 +44,12 @@ def run(run_dir: Path, args, skip: bool) -> list[dict]:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="shapes", help="shared flow-GRPO preset (needs kl_beta = 0 to skip rows)")
-    p.add_argument("--model", default=str(ROOT / "assets/shapes_base"), help="model.path of the preset")
+    p.add_argument("--model", default="assets/shapes_base", help="model.path of the preset (relative: to the "
+                   "repository root)")
     p.add_argument("--iterations", type=int, default=4, help="iterations per mode; the first is warm-up")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="further config overrides")
-    p.add_argument("--out", default=str(ROOT / "docs/results/bench_skip_zero_advantage"))
+    p.add_argument("--out", default="docs/results/bench_skip_zero_advantage", help="output stem (.json, .md); "
+                   "relative: to the repository root")
     argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
     if args.iterations < 2:
@@ -79,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
           f"Ratio skip / all rows: update **{ratio:.3f}**, whole iteration **{it_ratio:.3f}**. Same first rollout: "
           f"{same_rollout}; first update's loss differs by {loss_diff:.2e} (same to 1e-5: {same_loss}).\n")
     print(md)
-    out = Path(args.out)
+    out = ROOT / args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"args": vars(args), "update_ratio": ratio,
                                                     "iteration_ratio": it_ratio, "same_first_rollout": same_rollout,

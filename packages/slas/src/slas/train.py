@@ -1,6 +1,6 @@
 """SLAS training: the shared flow-matching GRPO trainer with the advantage function swapped, nothing else.
 
-    slas train                                   # shapes preset, CPU, ≈ 28 min on 1 core, SLAS γ = 0.5
+    slas train                                   # shapes preset, CPU, ≈ 6 min on 2 threads, SLAS γ = 0.5
     slas train --advantage dance                 # the DanceGRPO baseline, everything else equal
     accelerate launch --num_processes 8 -m slas train --preset flux-dev-hpsv21 --set model.path=... ...
 
