@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from shared.advantages import AdvantageOutput, group_advantages
 from shared.errors import ConfigError
 from shared.flow_grpo.config import RunConfig
 from shared.flow_grpo.objective import Reference, slot_loss
 from shared.flow_grpo.train import train, unit_weights
 from shared.flow_grpo.units import Chunks, slots
-from shared.advantages import AdvantageOutput, group_advantages
 from shared.losses import gaussian_mean_kl
 from shared.rewards import register_reward
 from shared.rollout import SamplerConfig, adapter_for, sample, step_log_prob
