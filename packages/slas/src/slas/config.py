@@ -25,7 +25,6 @@ Presets (each names the weights it needs; no path or hub id is built in):
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 from shared.flow_grpo.config import (
@@ -121,9 +120,12 @@ class SLASConfig(RunConfig):
 # --------------------------------------------------------------------------------------------------------- presets
 
 
-def _from_run(base: RunConfig, run_dir: str, **advantage) -> SLASConfig:
-    """A shared RunConfig preset as an SLASConfig with its own run dir and the given advantage options."""
-    return extend_run_config(SLASConfig, base, run={"dir": run_dir}, advantage=AdvantageConfig(**advantage))
+def _from_run(base: RunConfig, run_dir: str, *, train: dict | None = None, run: dict | None = None,
+              **advantage) -> SLASConfig:
+    """A shared RunConfig preset as an SLASConfig with its own run dir, the given advantage options and the given
+    ``train`` / ``run`` field changes."""
+    return extend_run_config(SLASConfig, base, train=train or {}, run={"dir": run_dir, **(run or {})},
+                             advantage=AdvantageConfig(**advantage))
 
 
 @register_preset(SLASConfig, "shapes")
@@ -133,13 +135,13 @@ def shapes() -> SLASConfig:
     group): trains on single-object, colour and counting prompts and evaluates all six GenEval categories (three out
     of domain) every 4 iterations. Over 5 seeds the six-category gain on 1,536 prompts was +0.051 ± 0.022, positive
     on every seed; continuing to 24 iterations (``--set train.iterations=24`` on the same run folder) gave about 1.6
-    times the gain on a 384-prompt evaluation (packages/slas/README.md). (With 64 samples per iteration the preset used half the lr, as SLAS γ = 0.5
-    collapsed at 3e-3; with 512, lr 1.5e-3 left the training reward flat, and 6e-3 raised it less than 3e-3.)"""
-    cfg = _from_run(get_preset(RunConfig, "shapes"), "outputs/slas_shapes", mode="slas")
-    cfg.train = dataclasses.replace(cfg.train, adv_std="group", adv_unbiased=True, adv_eps=1e-8, adv_clip=5.0)
-    cfg.run = dataclasses.replace(cfg.run, eval_tags=["single_object", "two_object", "counting", "colors",
-                                                      "position", "color_attr"], eval_every=4, eval_per_tag=16)
-    return cfg
+    times the gain on a 384-prompt evaluation (packages/slas/README.md). (With 64 samples per iteration the preset
+    used half the lr, as SLAS γ = 0.5 collapsed at 3e-3; with 512, lr 1.5e-3 left the training reward flat, and 6e-3
+    raised it less than 3e-3.)"""
+    return _from_run(get_preset(RunConfig, "shapes"), "outputs/slas_shapes", mode="slas",
+                     train={"adv_std": "group", "adv_unbiased": True, "adv_eps": 1e-8, "adv_clip": 5.0},
+                     run={"eval_tags": ["single_object", "two_object", "counting", "colors", "position", "color_attr"],
+                          "eval_every": 4, "eval_per_tag": 16})
 
 
 @register_preset(SLASConfig, "flux-dev-hpsv21")

@@ -192,9 +192,10 @@ def _backward_part(loop: _Loop, traj: Trajectory, adv: torch.Tensor, units: Unit
             loop.accelerator.backward(out.loss)
             stats.add(out.metrics)
     stats.add({"rows_skipped": skipped / loop.part})
-    for p in loop.policy.params:  # as if the skipped rows had run: a zero gradient, never a missing one
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
+    if skipped:  # as if the skipped rows had run: a zero gradient, never a missing one
+        for p in loop.policy.params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
 
 
 def _optimiser_step(loop: _Loop, stats: MeanTracker) -> bool:
